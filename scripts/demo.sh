@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up .venv (see setup.sh) and runs the demo job: SmolLM2-135M-Instruct teaches a pruned copy of itself NLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+distilflow run examples/nli-smollm2.yaml --workspace "${DISTILFLOW_HOME:-runs}"

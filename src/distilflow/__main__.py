@@ -1,0 +1,3 @@
+from distilflow.cli import main
+
+main()

@@ -1,0 +1,241 @@
+"""The command line. Thin: it parses arguments and calls the same functions as the Python API.
+
+Errors are one sentence on stderr and exit status 1 (no traceback unless --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from distilflow.errors import DistilflowError, JobCanceled
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Distil a large teacher LLM into a small, fast student for one task.",
+)
+jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect and cancel jobs.", pretty_exceptions_enable=False)
+app.add_typer(jobs_app, name="jobs")
+
+WorkspaceOption = Annotated[Optional[str], typer.Option(
+    "--workspace", "-w", help="Folder holding jobs (default: $DISTILFLOW_HOME or ./distilflow-runs).")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")]
+SpecArgument = Annotated[Path, typer.Argument(help="Job spec (YAML).", show_default=False)]
+
+
+def _setup_logging(debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    from distilflow.progress import stderr_console
+
+    handler = RichHandler(console=stderr_console(), show_path=debug, show_time=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("distilflow").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Our own progress bars say what is happening; silence the libraries' bars and chatter."""
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _guard(debug: bool, action: Callable[[], Any]) -> Any:
+    """Run a command; user errors become one sentence and exit status 1."""
+    _setup_logging(debug)
+    try:
+        return action()
+    except JobCanceled as error:
+        typer.echo(f"canceled: {error}", err=True)
+        raise typer.Exit(130) from None
+    except DistilflowError as error:
+        if debug:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    except Exception as error:  # a bug, not a user error: still one line unless --debug
+        if debug:
+            raise
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        typer.echo(f"error: internal error: {error.__class__.__name__}: {first_line} (run with --debug for details)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
+def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None, debug: bool) -> None:
+    def action() -> None:
+        from distilflow.runner import run_job
+        from distilflow.spec import load_spec
+        from distilflow.workspace import Workspace
+
+        spec = load_spec(spec_path)
+        ws = Workspace.open(workspace)
+        record = run_job(spec, ws, stages)
+        if record is None:  # a non-main rank of a distributed launch
+            return
+        done = ", ".join(stages) if stages else "all stages"
+        typer.echo(f"job {record.name}: {done} done; status {record.status}", err=True)
+        paths = ws.job(record.name)
+        if paths.report_md.exists() and (stages is None or "report" in stages):
+            typer.echo(f"report: {paths.report_md}", err=True)
+
+    _guard(debug, action)
+
+
+@app.command()
+def run(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Run every stage (prepare, generate, train, evaluate, report). Run again to resume."""
+    _run_stages(spec, workspace, None, debug)
+
+
+@app.command()
+def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Teacher stage: answer every training and validation input (resumes from the cache)."""
+    _run_stages(spec, workspace, ["generate"], debug)
+
+
+@app.command()
+def train(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Train the student on the synthetic data (resumes from the last checkpoint)."""
+    _run_stages(spec, workspace, ["train"], debug)
+
+
+@app.command()
+def evaluate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Score teacher, baseline student and distilled student on the test data."""
+    _run_stages(spec, workspace, ["evaluate"], debug)
+
+
+@app.command()
+def report(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Write report.md and report.json from the evaluation results."""
+    _run_stages(spec, workspace, ["report"], debug)
+
+
+@app.command("evaluate-model")
+def evaluate_model(
+    model: Annotated[str, typer.Argument(help="HF id, local folder or .gguf file.")],
+    task: Annotated[str, typer.Option("--task", help="nli | conversation | qa | math | summarization")],
+    test_data: Annotated[Path, typer.Option("--test-data", help="JSONL test file.")],
+    max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 128,
+    max_examples: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    workspace: WorkspaceOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Score any model on a test file, without a job."""
+
+    def action() -> None:
+        from distilflow.client import Client
+
+        result = Client(workspace).models.evaluate(model, str(test_data), task_type=task, max_tokens=max_tokens,
+                                                   max_examples=max_examples)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        for key, value in result.items():
+            typer.echo(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+
+    _guard(debug, action)
+
+
+def _age(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+@jobs_app.command("list")
+def jobs_list(workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """All jobs of the workspace with their status and current stage."""
+
+    def action() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from distilflow.client import Client
+
+        records = Client(workspace).jobs.list()
+        if not records:
+            typer.echo("no jobs in this workspace")
+            return
+        table = Table("name", "task", "status", "stage", "progress", "updated")
+        for record in records:
+            stage = record.current_stage
+            progress = f"{stage.done}/{stage.total}" if stage and stage.total else "-"
+            table.add_row(record.name, record.task_type, record.status, stage.stage if stage else "-", progress,
+                          _age(record.updated_at))
+        Console().print(table)
+
+    _guard(debug, action)
+
+
+@jobs_app.command("show")
+def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[bool, typer.Option("--json")] = False,
+              debug: DebugOption = False) -> None:
+    """Status, per-stage progress and the last error of one job."""
+
+    def action() -> None:
+        from dataclasses import asdict
+
+        from distilflow.client import Client
+
+        record = Client(workspace).jobs.get(name)
+        if as_json:
+            typer.echo(json.dumps(asdict(record), indent=2, default=str))
+            return
+        stage = record.current_stage
+        typer.echo(f"job:     {record.name} ({record.task_type})")
+        typer.echo(f"status:  {record.status}")
+        typer.echo(f"stage:   {stage.stage if stage else 'all done'}")
+        typer.echo(f"updated: {_age(record.updated_at)}")
+        typer.echo("stages:")
+        for s in record.stages:
+            progress = f"{s.done}/{s.total}" if s.total else (str(s.done) if s.done else "")
+            detail = f"  {s.message}" if s.message and s.status == "running" else ""
+            typer.echo(f"  {s.stage:<9} {s.status:<10} {progress:>12}{detail}")
+        error = record.error or next((s.error for s in record.stages if s.error), None)
+        if record.status == "failed" and not error:
+            error = "the job process stopped unexpectedly (killed?); run the same command again to resume"
+        if error:
+            typer.echo(f"last error: {error}")
+
+    _guard(debug, action)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(name: str, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+    """Stop a running job (run it again later to resume)."""
+
+    def action() -> None:
+        from distilflow.client import Client
+
+        record = Client(workspace).jobs.cancel(name)
+        typer.echo(f"job {name}: {record.status}")
+
+    _guard(debug, action)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

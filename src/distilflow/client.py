@@ -1,0 +1,186 @@
+"""The Python API: `Client(workspace=...)` with `jobs.*` and `models.*`, the same verbs as the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distilflow.errors import DistilflowError, SpecError
+from distilflow.jobs import JobRecord, JobStore, pid_alive
+from distilflow.spec import JobSpec, describe_validation_error, parse_spec
+from distilflow.workspace import Workspace
+
+TERMINAL_STATUSES = ("completed", "failed", "canceled")
+
+
+class DistillationJob(BaseModel):
+    """A job in the flat form of the seed API; `teacher`/`student` hold further backend options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_model: str | None = None
+    student_model: str | None = None
+    training_data: str
+    task_type: str
+    name: str | None = None
+    validation_data: str | None = None
+    test_data: str | None = None
+    teacher: dict[str, Any] | None = None
+    student: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+
+    def to_spec(self, base_dir: str | Path = ".") -> JobSpec:
+        data = self.model_dump(exclude_none=True)
+        teacher = dict(data.pop("teacher", {}))
+        student = dict(data.pop("student", {}))
+        if "teacher_model" in data:
+            teacher["model"] = data.pop("teacher_model")
+        if "student_model" in data:
+            student["model"] = data.pop("student_model")
+        data["teacher"], data["student"] = teacher, student
+        return parse_spec(data, "DistillationJob", Path(base_dir).resolve(),
+                          default_name=f"{self.task_type}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[1])
+
+
+def spawn_job_process(spec_path: Path, workspace: Workspace, log_path: Path) -> int:
+    """Start `distilflow run` in a new session: it keeps running after the caller exits."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "distilflow", "run", str(spec_path), "--workspace", str(workspace.root)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+    return process.pid
+
+
+def cancel_job(store: JobStore, name: str) -> JobRecord:
+    record = store.get(name)
+    if record.status in ("completed", "failed", "canceled"):
+        return record
+    store.set_job_status(name, "canceled", error="canceled by the user", pid=record.pid)
+    if record.pid and pid_alive(record.pid) and record.pid != os.getpid():
+        try:
+            # Background jobs lead their own process group: stop their workers too.
+            if os.getpgid(record.pid) == record.pid:
+                os.killpg(record.pid, signal.SIGTERM)
+            else:
+                os.kill(record.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return store.get(name)
+
+
+class Jobs:
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.workspace.db_path)
+
+    def create_or_update(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
+        """Validate the job and its data, record it, and start it in a background process. Returns at once."""
+        from distilflow.runner import register_job
+
+        spec = self._spec(job)
+        assert spec.name
+        store = JobStore(self.workspace.db_path)
+        if store.exists(spec.name):
+            current = store.get(spec.name)
+            if current.status == "running":
+                raise DistilflowError(f"job {spec.name!r} is running; cancel it before updating it")
+        register_job(spec, self.workspace)
+        paths = self.workspace.job(spec.name)
+        store.set_job_status(spec.name, "queued")
+        spawn_job_process(paths.spec, self.workspace, paths.logs / "background.log")
+        return store.get(spec.name)
+
+    def run(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
+        """Run the job in this process until it ends (what `distilflow run` does)."""
+        from distilflow.runner import run_job
+
+        spec = self._spec(job)
+        record = run_job(spec, self.workspace)
+        assert record is not None
+        return record
+
+    def get(self, name: str) -> JobRecord:
+        return self.store.get(name)
+
+    def list(self) -> list[JobRecord]:
+        return self.store.list()
+
+    def cancel(self, name: str) -> JobRecord:
+        return cancel_job(self.store, name)
+
+    def stream(self, name: str, poll_seconds: float = 1.0, timeout: float | None = None) -> Iterator[JobRecord]:
+        """Yield the job each time its status or progress changes, until it ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple | None = None
+        while True:
+            record = self.get(name)
+            snapshot = (record.status, tuple((s.stage, s.status, s.done, s.total, s.message) for s in record.stages))
+            if snapshot != last:
+                last = snapshot
+                yield record
+            if record.status in TERMINAL_STATUSES:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {name!r} still {record.status} after {timeout} s")
+            time.sleep(poll_seconds)
+
+    def wait(self, name: str, timeout: float | None = None) -> JobRecord:
+        record = None
+        for record in self.stream(name, timeout=timeout):
+            pass
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _spec(job: DistillationJob | JobSpec | dict[str, Any]) -> JobSpec:
+        if isinstance(job, JobSpec):
+            return job
+        if isinstance(job, dict):
+            try:
+                job = DistillationJob.model_validate(job)
+            except ValidationError as error:
+                raise SpecError(describe_validation_error(error, DistillationJob, "DistillationJob")) from None
+        return job.to_spec()
+
+
+class Models:
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def evaluate(self, model_name: str, test_data: str, task_type: str = "conversation",
+                 metrics: list[str] | None = None, max_tokens: int = 128, max_examples: int | None = None,
+                 device: str = "auto") -> dict[str, Any]:
+        """Score any local model on a test file without a job; returns the metrics (filtered by `metrics`)."""
+        from distilflow.evaluate.standalone import evaluate_model
+
+        return evaluate_model(self.workspace, model_name, test_data, task_type, metrics=metrics,
+                              max_tokens=max_tokens, max_examples=max_examples, device=device)
+
+
+class Client:
+    def __init__(self, workspace: str | Path | None = None) -> None:
+        self.workspace = Workspace.open(workspace)
+        self.jobs = Jobs(self.workspace)
+        self.models = Models(self.workspace)

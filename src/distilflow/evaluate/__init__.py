@@ -1,0 +1,1 @@
+"""Stage 4 and 5: scoring teacher, baseline and distilled student, and the comparison report."""

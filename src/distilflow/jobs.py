@@ -1,0 +1,240 @@
+"""The job store: SQLite (WAL) holding jobs, their stages, progress, metrics and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from distilflow.errors import DistilflowError
+
+STAGES: tuple[str, ...] = ("prepare", "generate", "train", "evaluate", "report")
+JOB_STATUSES = ("queued", "running", "completed", "failed", "canceled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    inputs_fingerprint TEXT NOT NULL,
+    pid INTEGER,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    job TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    message TEXT,
+    metrics TEXT,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (job, stage)
+);
+"""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running any more.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    status: str
+    done: int = 0
+    total: int | None = None
+    message: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class JobRecord:
+    name: str
+    status: str
+    task_type: str
+    spec: dict[str, Any]
+    fingerprints: dict[str, str]
+    pid: int | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    stages: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def current_stage(self) -> StageRecord | None:
+        for record in self.stages:
+            if record.status in ("running", "failed", "canceled"):
+                return record
+        pending = [s for s in self.stages if s.status != "completed"]
+        return pending[0] if pending else None
+
+    def stage(self, name: str) -> StageRecord:
+        return next(s for s in self.stages if s.stage == name)
+
+
+class JobStore:
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.row_factory = sqlite3.Row
+            yield db
+        finally:
+            db.close()
+
+    # ----- jobs ---------------------------------------------------------------------------
+    def upsert_job(self, name: str, task_type: str, spec: dict[str, Any], fingerprints: dict[str, str]) -> list[str]:
+        """Create the job or update its spec. `fingerprints` hash each stage's inputs; the first stage whose
+        inputs changed, and every stage after it, goes back to pending. Returns the stages reset."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT inputs_fingerprint FROM jobs WHERE name=?", (name,)).fetchone()
+            reset: list[str] = []
+            if row is None:
+                db.execute(
+                    "INSERT INTO jobs(name, status, task_type, spec, inputs_fingerprint, created_at, updated_at)"
+                    " VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                    (name, task_type, json.dumps(spec), json.dumps(fingerprints), now, now),
+                )
+                db.executemany("INSERT INTO stages(job, stage) VALUES (?, ?)", [(name, s) for s in STAGES])
+            else:
+                old = json.loads(row["inputs_fingerprint"] or "{}")
+                changed = [i for i, s in enumerate(STAGES) if old.get(s) != fingerprints.get(s)]
+                reset = list(STAGES[changed[0]:]) if changed else []
+                db.execute(
+                    "UPDATE jobs SET task_type=?, spec=?, inputs_fingerprint=?, updated_at=? WHERE name=?",
+                    (task_type, json.dumps(spec), json.dumps(fingerprints), now, name),
+                )
+                db.executemany(
+                    "UPDATE stages SET status='pending', done=0, total=NULL, message=NULL, metrics=NULL,"
+                    " error=NULL, started_at=NULL, finished_at=NULL WHERE job=? AND stage=?",
+                    [(name, s) for s in reset])
+            db.execute("COMMIT")
+        return reset
+
+    def get(self, name: str) -> JobRecord:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
+            if row is None:
+                known = [r["name"] for r in db.execute("SELECT name FROM jobs ORDER BY name")]
+                hint = f" (jobs here: {', '.join(known)})" if known else " (this workspace has no jobs)"
+                raise DistilflowError(f"no job named {name!r} in {self.db_path.parent}{hint}")
+            stages = db.execute("SELECT * FROM stages WHERE job=?", (name,)).fetchall()
+        order = {s: i for i, s in enumerate(STAGES)}
+        return JobRecord(
+            name=row["name"], status=self._effective_status(row), task_type=row["task_type"],
+            spec=json.loads(row["spec"]), fingerprints=json.loads(row["inputs_fingerprint"]), pid=row["pid"],
+            error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
+            stages=sorted((self._stage(s) for s in stages), key=lambda s: order.get(s.stage, 99)),
+        )
+
+    def exists(self, name: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM jobs WHERE name=?", (name,)).fetchone() is not None
+
+    def list(self) -> list[JobRecord]:
+        with self._connect() as db:
+            names = [r["name"] for r in db.execute("SELECT name FROM jobs ORDER BY created_at")]
+        return [self.get(n) for n in names]
+
+    @staticmethod
+    def _effective_status(row: sqlite3.Row) -> str:
+        # A job marked running whose process is gone was killed (kill -9, power loss): report it as failed.
+        if row["status"] == "running" and not pid_alive(row["pid"]):
+            return "failed"
+        return row["status"]
+
+    @staticmethod
+    def _stage(row: sqlite3.Row) -> StageRecord:
+        return StageRecord(
+            stage=row["stage"], status=row["status"], done=row["done"], total=row["total"],
+            message=row["message"], metrics=json.loads(row["metrics"]) if row["metrics"] else {},
+            error=row["error"], started_at=row["started_at"], finished_at=row["finished_at"],
+        )
+
+    def set_job_status(self, name: str, status: str, *, error: str | None = None, pid: int | None = None) -> None:
+        assert status in JOB_STATUSES, status
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET status=?, error=?, pid=?, updated_at=? WHERE name=?",
+                       (status, error, pid, time.time(), name))
+
+    def raw_status(self, name: str) -> str:
+        with self._connect() as db:
+            row = db.execute("SELECT status FROM jobs WHERE name=?", (name,)).fetchone()
+        return row["status"] if row else "missing"
+
+    def claim(self, name: str, pid: int) -> None:
+        """Mark the job running in this process; refuse if another live process is running it."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT status, pid FROM jobs WHERE name=?", (name,)).fetchone()
+            if row["status"] == "running" and row["pid"] != pid and pid_alive(row["pid"]):
+                db.execute("ROLLBACK")
+                raise DistilflowError(f"job {name!r} is already running (process {row['pid']}); "
+                                      f"wait for it or run `distilflow jobs cancel {name}`")
+            db.execute("UPDATE jobs SET status='running', error=NULL, pid=?, updated_at=? WHERE name=?",
+                       (pid, time.time(), name))
+            db.execute("UPDATE stages SET status='pending' WHERE job=? AND status IN ('running','canceled')", (name,))
+            db.execute("COMMIT")
+
+    # ----- stages -------------------------------------------------------------------------
+    def start_stage(self, name: str, stage: str) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE stages SET status='running', done=0, total=NULL, message=NULL, error=NULL, started_at=?,"
+                " finished_at=NULL WHERE job=? AND stage=?", (time.time(), name, stage))
+
+    def update_progress(self, name: str, stage: str, done: int, total: int | None, message: str | None = None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE stages SET done=?, total=?, message=? WHERE job=? AND stage=?",
+                       (done, total, message, name, stage))
+
+    def finish_stage(self, name: str, stage: str, status: str, *, metrics: dict[str, Any] | None = None,
+                     error: str | None = None) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE stages SET status=?, metrics=COALESCE(?, metrics), error=?, finished_at=? WHERE job=? AND stage=?",
+                (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), name, stage))
+
+    def reset_stages(self, name: str, stages: list[str]) -> None:
+        with self._connect() as db:
+            db.executemany(
+                "UPDATE stages SET status='pending', done=0, total=NULL, message=NULL, error=NULL, started_at=NULL,"
+                " finished_at=NULL WHERE job=? AND stage=?", [(name, s) for s in stages])

@@ -1,0 +1,180 @@
+"""Finding and loading local causal LMs: hub ids, local folders, `.gguf` files and `pkg:` references.
+
+A `.gguf` file is dequantized once by transformers and cached as a normal HF folder (safetensors),
+so later loads take a second instead of ~20 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distilflow.errors import DistilflowError
+
+log = logging.getLogger(__name__)
+
+# Used when a tokenizer has no chat template of its own (base models, hand-made test tokenizers).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("DISTILFLOW_CACHE", Path.home() / ".cache" / "distilflow"))
+
+
+def resolve_model_ref(ref: str) -> str:
+    """`pkg:PACKAGE/FILE` -> the file inside an installed package (found without importing it)."""
+    if not ref.startswith("pkg:"):
+        return ref
+    package, _, inner = ref[4:].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise DistilflowError(f"model {ref!r}: Python package {package!r} is not installed")
+    path = Path(spec.origin).parent / inner
+    if not path.exists():
+        raise DistilflowError(f"model {ref!r}: {inner!r} not found in package {package!r} ({path.parent})")
+    return str(path)
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str):
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def local_model_dir(ref: str) -> str:
+    """A directory (or hub id) that `from_pretrained` can load; `.gguf` files are converted once and cached."""
+    ref = resolve_model_ref(ref)
+    if ref.endswith(".gguf"):
+        return str(_converted_gguf(Path(ref)))
+    return ref
+
+
+def _converted_gguf(path: Path) -> Path:
+    if not path.is_file():
+        raise DistilflowError(f"GGUF file not found: {path}")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_home() / "gguf" / f"{path.stem}-{key}"
+    if (target / "config.json").exists():
+        return target
+    log.info("converting %s to a Hugging Face folder (once; cached at %s)", path.name, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import torch
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # save_pretrained refuses GGUF-quantized models; rebuild a plain model from the config and weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=False)
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if (target / "config.json").exists():  # another process won the race
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(ref: str, *, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    source = local_model_dir(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise DistilflowError(_not_found_message(ref, error)) from None
+    prepare_tokenizer(tokenizer)
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Give a tokenizer what distilflow relies on: a pad token and a chat template."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not getattr(tokenizer, "chat_template", None):
+        log.warning("tokenizer has no chat template; using ChatML")
+        tokenizer.chat_template = CHATML_TEMPLATE
+
+
+def load_causal_lm(ref: str, *, device: str = "auto", dtype: str = "auto"):
+    """Load a causal LM for inference or training, on the requested (or best available) device."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":  # set by the CLI unless --debug
+        hf_logging.disable_progress_bar()
+
+    source = local_model_dir(ref)
+    device = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dtype, device))
+    except OSError as error:
+        raise DistilflowError(_not_found_message(ref, error)) from None
+    return model.to(device)
+
+
+def _not_found_message(ref: str, error: Exception) -> str:
+    if Path(ref).exists():
+        return f"cannot load model from {ref}: {str(error).splitlines()[0]}"
+    return (f"cannot load model {ref!r}: it is not a local folder or .gguf file, and it is not in the "
+            f"Hugging Face cache (downloads need network access)")
+
+
+def model_revision(ref: str) -> str:
+    """Something that changes when local weights change, so caches never serve answers of a replaced model."""
+    path = Path(resolve_model_ref(ref))
+    if path.is_file():
+        stat = path.stat()
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+    if path.is_dir():
+        stamps = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                        for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
+        return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+    return "hub"
+
+
+def parameter_count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_on_disk(path: str | Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

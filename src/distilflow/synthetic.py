@@ -1,0 +1,101 @@
+"""Turning cached teacher answers into the synthetic data set: per-task checks, verification, de-duplication.
+
+Accepted rows are chat form (the student's prompt plus the teacher's assistant turn) with provenance;
+every rejected answer is kept in rejected.jsonl with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from distilflow.data import write_jsonl_atomic
+from distilflow.errors import StageError
+from distilflow.tasks import Example, Task
+from distilflow.teacher_cache import TeacherCache
+from distilflow.teachers import TeacherRequest
+
+if TYPE_CHECKING:
+    from distilflow.runner import StageContext
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def near_duplicate_key(text: str) -> str:
+    """Case, punctuation and spacing removed: answers equal under this key are near-duplicates."""
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def choose_samples(task: Task, texts: list[str], reference: Any, verify: str) -> tuple[list[int], list[str]]:
+    """Indices of the usable samples, and the rejection reason of each sample (empty string when usable)."""
+    check_reference = verify == "reference"
+    reasons = [task.check_teacher_answer(t, reference, check_reference) or "" for t in texts]
+    usable = [i for i, r in enumerate(reasons) if not r]
+    if verify == "majority" and usable:
+        ranked = Counter(task.answer_key(texts[i]) for i in usable).most_common(2)
+        winner = ranked[0][0]
+        if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:  # a tie: no answer has the most votes
+            for i in usable:
+                reasons[i] = "no_majority"
+            return [], reasons
+        chosen = next(i for i in usable if task.answer_key(texts[i]) == winner)
+        for i in usable:
+            if i != chosen:
+                reasons[i] = "not_majority_choice" if task.answer_key(texts[i]) != winner else "majority_duplicate"
+        return [chosen], reasons
+    return usable, reasons
+
+
+def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split: dict[str, list[TeacherRequest]]) -> dict[str, Any]:
+    task, verify = ctx.task, ctx.spec.generation.verify
+    rejected: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    accepted_counts: dict[str, int] = {}
+    for split, requests in requests_by_split.items():
+        rows: list[dict[str, Any]] = []
+        seen_exact: set[tuple[str, str]] = set()
+        seen_near: set[tuple[str, str]] = set()
+        for example, request in zip(ctx.examples(split), requests):
+            answer = cache.get(request.key)
+            if answer is None:
+                continue  # failed for good; listed in failed.jsonl
+            usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify)
+            for index, text in enumerate(answer.texts):
+                reason = sample_reasons[index]
+                if not reason and ctx.spec.generation.deduplicate:
+                    prompt = "\n".join(m["content"] for m in example.messages)
+                    exact, near = (prompt, text), (near_duplicate_key(prompt), near_duplicate_key(text))
+                    reason = "duplicate" if exact in seen_exact else "near_duplicate" if near in seen_near else ""
+                    seen_exact.add(exact)
+                    seen_near.add(near)
+                if reason:
+                    reasons[reason] += 1
+                    rejected.append(_rejected_row(example, split, index, text, reason))
+                elif index in usable:
+                    rows.append(_synthetic_row(example, index, text))
+        write_jsonl_atomic(ctx.paths.synthetic_split(split), rows)
+        accepted_counts[split] = len(rows)
+    write_jsonl_atomic(ctx.paths.rejected, rejected)
+    summary = {"accepted": accepted_counts, "rejected": len(rejected), "rejected_by_reason": dict(reasons)}
+    if accepted_counts.get("train", 0) == 0:
+        detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "no answers"
+        raise StageError(
+            f"no verified teacher data to train on: every training answer was rejected ({detail}); "
+            f"see {ctx.paths.rejected}. A stronger teacher, a teacher_prompt, or generation.verify: none may help")
+    return summary
+
+
+def _synthetic_row(example: Example, sample: int, text: str) -> dict[str, Any]:
+    return {
+        "id": example.id,
+        "sample": sample,
+        "messages": [*example.messages, {"role": "assistant", "content": text}],
+        "reference": example.reference,
+        "source": example.provenance,
+    }
+
+
+def _rejected_row(example: Example, split: str, sample: int, text: str, reason: str) -> dict[str, Any]:
+    return {"id": example.id, "split": split, "sample": sample, "reason": reason, "answer": text,
+            "messages": example.messages, "reference": example.reference, "source": example.provenance}

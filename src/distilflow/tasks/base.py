@@ -1,0 +1,142 @@
+"""What every task type owns: reading its rows, its prompt, answer extraction, teacher-output checks, scoring."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+
+# Phrases that mark a teacher refusing instead of answering; checked at the start of an answer.
+_REFUSAL = re.compile(
+    r"^\s*(i'?m sorry|i am sorry|sorry,|i apologi[sz]e|as an ai\b|i cannot\b|i can'?t (help|assist|answer|provide)"
+    r"|i am (not able|unable)|i'?m (not able|unable)|i won'?t\b)",
+    re.IGNORECASE,
+)
+
+
+class RowError(ValueError):
+    """A data row does not fit the task; the message says what is wrong (file and line are added by the reader)."""
+
+
+@dataclass
+class Example:
+    """One task input: the prompt the student sees, the optional reference, and where it came from."""
+
+    id: str
+    messages: list[Message]
+    reference: Any = None
+    source_file: str = ""
+    source_line: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {"file": self.source_file, "line": self.source_line}
+
+
+class Task:
+    """Base class; one subclass per task type. Subclasses set `name`, `primary_metric` and the hooks below."""
+
+    name: ClassVar[str]
+    primary_metric: ClassVar[str]
+    # Metrics where a higher value is better; used by reports for direction-aware comparisons.
+    metric_names: ClassVar[tuple[str, ...]]
+    # Refusal detection makes no sense for free chat (an assistant may legitimately decline).
+    check_refusals: ClassVar[bool] = True
+
+    # ----- reading rows ------------------------------------------------------------------
+    def example_from_row(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
+        """Prompt messages and reference for one JSON row; raises RowError with what is wrong."""
+        if "messages" in row:
+            messages = validate_messages(row["messages"])
+            reference_text = None
+            if messages[-1]["role"] == "assistant":
+                reference_text = messages[-1]["content"]
+                messages = messages[:-1]
+            if not messages or messages[-1]["role"] != "user":
+                raise RowError("'messages' must end with a user turn (optionally followed by the reference assistant turn)")
+            reference = None if reference_text is None else self.reference_from_text(reference_text)
+            return messages, reference
+        return self.example_from_fields(row)
+
+    def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
+        raise NotImplementedError
+
+    def reference_from_text(self, text: str) -> Any:
+        """The reference carried by an assistant turn in chat-form rows."""
+        return text
+
+    # ----- answers -----------------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        """The task's answer inside a model response (None when it cannot be found)."""
+        text = text.strip()
+        return text or None
+
+    def check_teacher_answer(self, text: str, reference: Any, verify: bool) -> str | None:
+        """Why a teacher answer is unusable for training (None when it is fine)."""
+        if not text.strip():
+            return "empty"
+        if self.check_refusals and _REFUSAL.match(text):
+            return "refusal"
+        answer = self.extract_answer(text)
+        if answer is None:
+            return "unparseable"
+        if verify and reference is not None and not self.agrees(answer, reference):
+            return "disagrees_with_reference"
+        return None
+
+    def agrees(self, answer: str, reference: Any) -> bool:
+        """Whether an extracted answer matches the reference (tasks without a checkable answer say True)."""
+        return True
+
+    def answer_key(self, text: str) -> str | None:
+        """What samples must share to count as agreeing under majority voting."""
+        return self.extract_answer(text)
+
+    # ----- scoring -----------------------------------------------------------------------
+    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
+        """Per-example values of the primary metric (for confidence intervals)."""
+        raise NotImplementedError
+
+
+def validate_messages(value: Any) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise RowError("'messages' must be a non-empty list of {role, content} objects")
+    messages: list[Message] = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise RowError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ROLES:
+            raise RowError(f"messages[{i}].role must be one of {', '.join(ROLES)} (got {role!r})")
+        if not isinstance(content, str):
+            raise RowError(f"messages[{i}].content must be a string")
+        messages.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in messages):
+        raise RowError("'messages' has no user turn")
+    return messages
+
+
+def require_text(row: dict[str, Any], key: str, *, allow_list: bool = False) -> str:
+    """A required non-empty string field (a list of strings is joined when `allow_list`)."""
+    if key not in row:
+        present = ", ".join(sorted(row)) or "none"
+        raise RowError(f"missing field '{key}' (fields present: {present})")
+    value = row[key]
+    if allow_list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = " ".join(v.strip() for v in value)
+    if not isinstance(value, str):
+        raise RowError(f"field '{key}' must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise RowError(f"field '{key}' is empty")
+    return value
+
+
+def user_prompt(text: str) -> list[Message]:
+    return [{"role": "user", "content": text}]

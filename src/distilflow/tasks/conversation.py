@@ -1,0 +1,27 @@
+"""Open conversation: chat messages -> the next assistant turn, scored with BLEU and chrF (sacrebleu)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilflow.evaluate.metrics import corpus_bleu, corpus_chrf, sentence_bleu
+from distilflow.tasks.base import Message, RowError, Task
+
+
+class ConversationTask(Task):
+    name = "conversation"
+    primary_metric = "bleu"
+    metric_names = ("bleu", "chrf")
+    check_refusals = False
+
+    def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
+        raise RowError("missing field 'messages' (conversation rows are {\"messages\": [{\"role\": ..., \"content\": ...}]})")
+
+    def reference_from_text(self, text: str) -> Any:
+        return [text]
+
+    def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
+        return [sentence_bleu(p, r) for p, r in zip(predictions, references)]
+
+    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
+        return {"bleu": corpus_bleu(predictions, references), "chrf": corpus_chrf(predictions, references)}

@@ -1,0 +1,55 @@
+"""Summarization: document -> short summary, scored with ROUGE-1/2/L (rouge-score)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilflow.evaluate.metrics import rouge
+from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
+
+PROMPT = "Summarize the following text in one or two sentences.\n\n{document}"
+# Teacher summaries outside these word counts are rejected: too short to carry content, or not a summary.
+MIN_WORDS, MAX_WORDS = 3, 200
+
+
+def _references(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise RowError("field 'summary' must be a non-empty string or a list of non-empty strings")
+    return value
+
+
+class SummarizationTask(Task):
+    name = "summarization"
+    primary_metric = "rougeL"
+    metric_names = ("rouge1", "rouge2", "rougeL")
+
+    def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
+        document = require_text(row, "document", allow_list=True)
+        reference = _references(row["summary"]) if row.get("summary") is not None else None
+        return user_prompt(PROMPT.format(document=document.strip())), reference
+
+    def reference_from_text(self, text: str) -> Any:
+        return [text]
+
+    def check_teacher_answer(self, text: str, reference: Any, verify: bool) -> str | None:
+        reason = super().check_teacher_answer(text, reference, verify)
+        if reason is None:
+            words = len(text.split())
+            if words < MIN_WORDS:
+                return "too_short"
+            if words > MAX_WORDS:
+                return "too_long"
+        return reason
+
+    def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
+        return [rouge(p, r)["rougeL"] for p, r in zip(predictions, references)]
+
+    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
+        totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+        for prediction, reference in zip(predictions, references):
+            for key, value in rouge(prediction, reference).items():
+                totals[key] += value
+        n = len(predictions) or 1
+        return {key: value / n for key, value in totals.items()}

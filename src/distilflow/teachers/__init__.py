@@ -1,0 +1,37 @@
+"""Teacher backends behind one protocol, imported lazily so optional engines are needed only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from distilflow.errors import SpecError
+from distilflow.spec import TeacherSpec
+from distilflow.teachers.base import (
+    GenerationParams,
+    Teacher,
+    TeacherAnswer,
+    TeacherFailure,
+    TeacherRequest,
+    TeacherResult,
+    TopLogprobs,
+    request_fingerprint,
+)
+
+# backend name -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "hf": "distilflow.teachers.hf:HFTeacher",
+}
+
+
+def load_teacher(spec: TeacherSpec) -> Teacher:
+    target = BACKENDS.get(spec.backend)
+    if target is None:
+        raise SpecError(f"teacher.backend {spec.backend!r} is not available yet (available: {', '.join(BACKENDS)})")
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)(spec)
+
+
+__all__ = [
+    "BACKENDS", "GenerationParams", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherRequest",
+    "TeacherResult", "TopLogprobs", "load_teacher", "request_fingerprint",
+]

@@ -1,0 +1,109 @@
+"""The small protocol every teacher backend implements, and the request fingerprint used as cache key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from distilflow.tasks import Message
+
+# Bump when the way requests are built changes, so old cached answers are not reused for new prompts.
+PROMPT_TEMPLATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+@dataclass
+class TeacherRequest:
+    key: str  # fingerprint of everything that determines the answer; the cache key
+    messages: list[Message]
+
+
+@dataclass
+class TopLogprobs:
+    """Top-K log-probabilities per generated position of one sample (K columns per row).
+
+    `token_ids` index the teacher tokenizer's vocabulary; `tokens` hold the token strings where the
+    backend returns strings only (APIs), to be mapped to ids later.
+    """
+
+    logprobs: list[list[float]]
+    token_ids: list[list[int]] | None = None
+    tokens: list[list[str]] | None = None
+
+
+@dataclass
+class TeacherAnswer:
+    key: str
+    texts: list[str]  # one per sample
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] | None = None  # one per sample, when asked for
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able form for the cache (log-probs are stored apart, compactly)."""
+        return {"texts": self.texts, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "finish_reasons": self.finish_reasons}
+
+
+@dataclass
+class TeacherFailure:
+    key: str
+    reason: str
+
+
+TeacherResult = TeacherAnswer | TeacherFailure
+
+
+class Teacher(ABC):
+    """A source of answers. `generate` yields each result as soon as it is known, in any order."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What determines this teacher's answers besides the prompt (backend, model, revision)."""
+
+    @abstractmethod
+    def generate(
+        self,
+        requests: Sequence[TeacherRequest],
+        params: GenerationParams,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[TeacherResult]:
+        """Answer every request; yield results as they complete. Stop early when `should_stop()`."""
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Prompt tokens for an estimate (None when the backend cannot tell without a request)."""
+        return None
+
+    def close(self) -> None:
+        """Release models, connections and threads."""
+
+
+def request_fingerprint(teacher_identity: dict[str, Any], messages: list[Message], params: GenerationParams) -> str:
+    """Stable hash of what determines a teacher answer: teacher, prompt text, generation parameters."""
+    payload = {
+        "teacher": teacher_identity,
+        "messages": messages,
+        "params": params.as_dict(),
+        "template_version": PROMPT_TEMPLATE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

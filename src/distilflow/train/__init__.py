@@ -1,0 +1,25 @@
+"""Stage 3, train: fine-tune the student on the synthetic data. One module per method."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distilflow.runner import StageContext
+
+# training.method -> "module:function"
+METHODS: dict[str, str] = {
+    "sft": "distilflow.train.sft:train_sft",
+}
+
+
+def run_train(ctx: "StageContext") -> dict[str, Any]:
+    method = ctx.spec.training.method
+    target = METHODS.get(method)
+    if target is None:
+        from distilflow.errors import SpecError
+
+        raise SpecError(f"training.method {method!r} is not available yet (available: {', '.join(METHODS)})")
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(ctx)

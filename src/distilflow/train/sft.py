@@ -1,0 +1,122 @@
+"""Method `sft`: supervised fine-tuning on the teacher's answers (sequence-level KD), loss on assistant
+tokens only. TRL's SFTTrainer does the work: prompt/completion rows give it the completion-only mask."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from distilflow.data import iter_jsonl
+from distilflow.errors import StageError
+from distilflow.train.checkpoints import latest_checkpoint, publish_folder, remove_incomplete_checkpoints
+from distilflow.train.student import load_student
+
+if TYPE_CHECKING:
+    from distilflow.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def prompt_completion_rows(path) -> list[dict[str, Any]]:
+    """Synthetic chat rows -> TRL's conversational prompt/completion form."""
+    return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in iter_jsonl(path)]
+
+
+def training_arguments(ctx: "StageContext", has_validation: bool, **extra: Any):
+    """SFTConfig from the job spec (shared by every method built on the HF Trainer)."""
+    import torch
+    from trl import SFTConfig
+
+    spec, t = ctx.spec, ctx.spec.training
+    use_cpu = t.device == "cpu" or not torch.cuda.is_available()
+    # TensorBoard is attached as a callback with our own log folder (see logging_callbacks); MLflow when installed.
+    report_to = ["mlflow"] if importlib.util.find_spec("mlflow") else []
+    return SFTConfig(
+        output_dir=str(ctx.paths.checkpoints),
+        learning_rate=spec.hyperparameters.learning_rate,
+        per_device_train_batch_size=spec.hyperparameters.batch_size,
+        per_device_eval_batch_size=spec.hyperparameters.batch_size,
+        num_train_epochs=spec.hyperparameters.num_epochs,
+        max_steps=t.max_steps or -1,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        seed=t.seed,
+        data_seed=t.seed,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        eval_strategy="epoch" if has_validation else "no",
+        report_to=report_to,
+        max_length=t.max_seq_length,
+        packing=t.packing,
+        use_cpu=use_cpu,
+        bf16=not use_cpu and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
+
+
+def logging_callbacks(ctx: "StageContext") -> list:
+    """TensorBoard scalars (train/validation loss, distillation terms) under the job's logs/tensorboard."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(ctx.paths.logs / "tensorboard")))]
+
+
+def train_sft(ctx: "StageContext") -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    from distilflow.train.callbacks import ProgressCallback
+
+    train_rows = prompt_completion_rows(ctx.paths.synthetic_split("train"))
+    if not train_rows:
+        raise StageError(f"no training rows in {ctx.paths.synthetic_split('train')}; run the generate stage first")
+    validation_rows = prompt_completion_rows(ctx.paths.synthetic_split("validation"))
+    model, tokenizer = load_student(ctx, device="cpu")
+    args = training_arguments(ctx, bool(validation_rows))
+    ctx.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    remove_incomplete_checkpoints(ctx.paths.checkpoints)
+    resume_from = latest_checkpoint(ctx.paths.checkpoints)
+    if resume_from:
+        log.info("resuming training from %s", resume_from)
+
+    with ctx.progress("train", None, "training student") as progress:
+        callback = ProgressCallback(progress, ctx.paths.student / "train_log.json")
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
+            processing_class=tokenizer,
+            callbacks=[callback, *logging_callbacks(ctx)],
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our progress bar shows the loss
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics: dict[str, Any] = {"method": "sft", "train_rows": len(train_rows), "validation_rows": len(validation_rows),
+                               "steps": trainer.state.global_step, "train_loss": result.training_loss,
+                               "resumed_from": resume_from}
+    if validation_rows:
+        metrics["validation_loss"] = trainer.evaluate()["eval_loss"]
+    save_final_model(ctx, trainer.model, tokenizer)
+    return metrics
+
+
+def save_final_model(ctx: "StageContext", model, tokenizer) -> None:
+    """Write the trained student (safetensors) to student/final, all or nothing."""
+    from pathlib import Path
+
+    final = ctx.paths.student_final
+    staging = Path(tempfile.mkdtemp(prefix=".final.", dir=final.parent))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(staging)
+    publish_folder(staging, final)

@@ -1,0 +1,103 @@
+"""Where jobs live on disk (see DESIGN.md, 'Workspace on disk')."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKSPACE = "distilflow-runs"
+
+
+def resolve_workspace(workspace: str | Path | None) -> Path:
+    """--workspace, else $DISTILFLOW_HOME, else ./distilflow-runs."""
+    chosen = workspace or os.environ.get("DISTILFLOW_HOME") or DEFAULT_WORKSPACE
+    return Path(chosen).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic"
+
+    def synthetic_split(self, split: str) -> Path:
+        return self.synthetic / f"{split}.jsonl"
+
+    @property
+    def rejected(self) -> Path:
+        return self.synthetic / "rejected.jsonl"
+
+    @property
+    def failed(self) -> Path:
+        return self.synthetic / "failed.jsonl"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def teacher_cache(self) -> Path:
+        return self.cache / "teacher.sqlite"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.student / "checkpoints"
+
+    @property
+    def student_initial(self) -> Path:
+        """The student before distillation when it is derived (pruned) rather than loaded as is."""
+        return self.student / "initial"
+
+    @property
+    def student_final(self) -> Path:
+        return self.student / "final"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    def eval_model(self, label: str) -> Path:
+        return self.eval / label
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def open(cls, workspace: str | Path | None = None) -> "Workspace":
+        return cls(resolve_workspace(workspace))
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "distilflow.db"
+
+    def job(self, name: str) -> JobPaths:
+        return JobPaths(self.root / "jobs" / name)

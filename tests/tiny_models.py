@@ -1,0 +1,60 @@
+"""Tiny random causal LMs with a locally trained tokenizer, saved as normal HF folders (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CORPUS = [
+    "Premise: A man is playing a guitar. Hypothesis: A person makes music. entailment neutral contradiction",
+    "Solve the problem step by step, then give the final answer on its own line as #### 42",
+    "Summarize the following text in one or two sentences. Context: Question: Answer with a short phrase.",
+    "Hello! How can I help you today? I would like to book a table for two at seven o'clock.",
+    "The quick brown fox jumps over the lazy dog 0123456789 + - * / = ? ! , . ; : ' \" ( )",
+] * 20
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 384):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int = 0, vocab_size: int | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_pair(root: Path) -> tuple[Path, Path]:
+    """A 4-layer teacher and a 2-layer student sharing one tokenizer."""
+    tokenizer = build_tokenizer(root / "tokenizer")
+    teacher = build_model(root / "teacher", tokenizer, layers=4, hidden=64, seed=1)
+    student = build_model(root / "student", tokenizer, layers=2, hidden=32, seed=2)
+    return teacher, student
