@@ -73,7 +73,7 @@ def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split:
                     reasons[reason] += 1
                     rejected.append(_rejected_row(example, split, index, text, reason))
                 elif index in usable:
-                    rows.append(_synthetic_row(example, index, text))
+                    rows.append(_synthetic_row(example, request.key, index, text))
         write_jsonl_atomic(ctx.paths.synthetic_split(split), rows)
         accepted_counts[split] = len(rows)
     write_jsonl_atomic(ctx.paths.rejected, rejected)
@@ -86,10 +86,11 @@ def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split:
     return summary
 
 
-def _synthetic_row(example: Example, sample: int, text: str) -> dict[str, Any]:
+def _synthetic_row(example: Example, key: str, sample: int, text: str) -> dict[str, Any]:
     return {
         "id": example.id,
         "sample": sample,
+        "teacher_key": key,  # the teacher-cache key: where this answer's stored top-k log-probs live
         "messages": [*example.messages, {"role": "assistant", "content": text}],
         "reference": example.reference,
         "source": example.provenance,
