@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tiny_models import build_pair
+from tiny_models import build_constant_model, build_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -23,7 +23,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """A 4-layer teacher and a 2-layer student sharing a locally trained tokenizer with a chat template."""
     root = tmp_path_factory.mktemp("tiny-models")
     teacher, student = build_pair(root)
-    return {"teacher": teacher, "student": student, "root": root}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    nli_teacher = build_constant_model(root / "nli-teacher", tokenizer, " entailment")
+    return {"teacher": teacher, "student": student, "nli_teacher": nli_teacher, "root": root}
 
 
 @pytest.fixture(autouse=True)

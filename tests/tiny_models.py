@@ -15,10 +15,12 @@ CORPUS = [
     "Summarize the following text in one or two sentences. Context: Question: Answer with a short phrase.",
     "Hello! How can I help you today? I would like to book a table for two at seven o'clock.",
     "The quick brown fox jumps over the lazy dog 0123456789 + - * / = ? ! , . ; : ' \" ( )",
-] * 20
+] * 20 + [" entailment neutral contradiction"] * 200  # so each label is one token
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 384):
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 512):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,6 +49,34 @@ def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int 
         tie_word_embeddings=True,
     )
     model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_constant_model(folder: Path, tokenizer, text: str, *, layers: int = 2, hidden: int = 32):
+    """A model whose every next token is `text` (one token): a deterministic teacher for tests.
+
+    Layers are zeroed so the residual stream is the input embedding; every embedding has a positive first
+    component, and only the target token's lm_head row reads it, so that token always has the top logit.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    (token_id,) = tokenizer(text, add_special_tokens=False)["input_ids"]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[token_id, 0] = 10.0
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -25,21 +25,21 @@ def read_examples(path: str | Path, task: Task, split: str, limit: int | None = 
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a JSONL file")
     try:
-        handle = path.open("r", encoding="utf-8")
+        handle = path.open("rb")
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
     examples: list[Example] = []
     with handle:
-        line_no = 0
-        try:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                if limit is not None and len(examples) >= limit:
-                    break
-                examples.append(_parse_line(line, line_no, path, task, split))
-        except UnicodeDecodeError:
-            raise DataError(f"{path}, line {line_no + 1}: is not valid UTF-8 text") from None
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}, line {line_no}: is not valid UTF-8 text") from None
+            if not line.strip():
+                continue
+            if limit is not None and len(examples) >= limit:
+                break
+            examples.append(_parse_line(line, line_no, path, task, split))
     if not examples:
         raise DataError(f"{path}: the file is empty (expected one JSON object per line)")
     return examples
