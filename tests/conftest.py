@@ -61,8 +61,8 @@ def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conver
     """Data files plus a job spec in the form of DESIGN.md; `sections` override or add spec keys."""
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "data" / "train.jsonl", rows(n_train))
-    write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=100))
-    write_jsonl(folder / "data" / "test.jsonl", rows(n_test, offset=200))
+    write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=10_000))
+    write_jsonl(folder / "data" / "test.jsonl", rows(n_test, offset=20_000))
     spec: dict[str, Any] = {
         "task_type": task_type,
         "teacher": {"model": str(models["teacher"]), "backend": "hf"},
