@@ -86,3 +86,12 @@ def test_empty_missing_folder_and_non_utf8_files(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(json.dumps({"question": "x"}).encode() + b"\n" + b'{"question": "\xe9"}\n')
     with pytest.raises(DataError, match="line 2: is not valid UTF-8"):
         read_examples(tmp_path / "latin1.jsonl", task, "train")
+
+
+def test_summarization_accepts_scitldr_and_cnn_field_names(tmp_path):
+    rows = read(tmp_path, "summarization", [
+        {"source": ["First sentence.", "Second one."], "target": ["tl;dr one", "tl;dr two"], "paper_id": "x"},
+        {"article": "News text.", "highlights": "Short news."},
+    ])
+    assert "First sentence. Second one." in rows[0].messages[-1]["content"]
+    assert rows[0].reference == ["tl;dr one", "tl;dr two"] and rows[1].reference == ["Short news."]

@@ -8,6 +8,9 @@ from distilflow.evaluate.metrics import rouge
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT = "Summarize the following text in one or two sentences.\n\n{document}"
+# Field names of common summarization data sets (SciTLDR: source/target; CNN/DM: article/highlights).
+DOCUMENT_FIELDS = ("document", "source", "article", "text")
+SUMMARY_FIELDS = ("summary", "target", "highlights", "tldr")
 # Teacher summaries outside these word counts are rejected: too short to carry content, or not a summary.
 MIN_WORDS, MAX_WORDS = 3, 200
 
@@ -26,8 +29,10 @@ class SummarizationTask(Task):
     metric_names = ("rouge1", "rouge2", "rougeL")
 
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
-        document = require_text(row, "document", allow_list=True)
-        reference = _references(row["summary"]) if row.get("summary") is not None else None
+        document_key = next((k for k in DOCUMENT_FIELDS if k in row), "document")
+        document = require_text(row, document_key, allow_list=True)
+        summary_key = next((k for k in SUMMARY_FIELDS if row.get(k) is not None), None)
+        reference = _references(row[summary_key]) if summary_key else None
         return user_prompt(PROMPT.format(document=document.strip())), reference
 
     def reference_from_text(self, text: str) -> Any:
