@@ -61,7 +61,8 @@ def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conver
     """Data files plus a job spec in the form of DESIGN.md; `sections` override or add spec keys."""
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "data" / "train.jsonl", rows(n_train))
-    write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=10_000))
+    if n_val:
+        write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=10_000))
     write_jsonl(folder / "data" / "test.jsonl", rows(n_test, offset=20_000))
     spec: dict[str, Any] = {
         "task_type": task_type,
@@ -74,6 +75,8 @@ def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conver
         "generation": {"max_tokens": 8},
         "evaluation": {"max_tokens": 8, "warmup": 0},
     }
+    if not n_val:
+        del spec["validation_data"]
     if name:
         spec["name"] = name
     for key, value in sections.items():
