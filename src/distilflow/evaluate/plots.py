@@ -20,8 +20,8 @@ def _evaluated(report: dict[str, Any]) -> list[str]:
 
 
 def _to_svg(fig, salt: str) -> str:
-    """The figure as an inline <svg> element: no XML prolog, no DOCTYPE (it names an external DTD),
-    no metadata block; ids salted per plot so several SVGs in one page never share a clip-path id."""
+    """The figure as an inline <svg> element: no XML prolog, no DOCTYPE (it names an external DTD), no
+    metadata block, and every id prefixed with the plot's name, so several SVGs in one page never share one."""
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -33,6 +33,10 @@ def _to_svg(fig, salt: str) -> str:
     text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
     text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
+    ids = set(re.findall(r'\sid="([^"]+)"', text))
+    text = re.sub(r'(\sid=")([^"]+)"', lambda m: f'{m.group(1)}{salt}-{m.group(2)}"', text)
+    text = re.sub(r'((?:xlink:)?href="#|url\(#)([^")]+)',
+                  lambda m: f"{m.group(1)}{salt}-{m.group(2)}" if m.group(2) in ids else m.group(0), text)
     return text.strip()
 
 
