@@ -51,6 +51,11 @@ def _figure(columns: int, height: float = 3.2):
     return fig, list(axes[0])
 
 
+def _score_and_high(model: dict[str, Any], name: str) -> list[float]:
+    interval = (model.get("intervals") or {}).get(name) or {}
+    return [v for v in ((model.get("task_metrics") or {}).get(name), interval.get("high")) if v is not None]
+
+
 def scores_svg(report: dict[str, Any]) -> str | None:
     """Each task metric per model, with its 95% bootstrap interval as an error bar."""
     labels = [l for l in _evaluated(report) if report["models"][l].get("task_metrics")]
@@ -69,8 +74,11 @@ def scores_svg(report: dict[str, Any]) -> str | None:
             if interval.get("low") is not None:
                 error = [[max(0.0, value - interval["low"])], [max(0.0, interval["high"] - value)]]
             ax.bar(i, value, color=_color(label, i), yerr=error, capsize=6, ecolor="#222222")
+            ax.annotate(f"{value:.3g}", (i, value), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=8)
         ax.set_xticks(range(len(labels)), labels, rotation=15)
-        ax.set_ylim(bottom=0)
+        top = max((v for l in labels for v in _score_and_high(report["models"][l], name)), default=0.0)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)  # all-zero scores: a readable axis, not +-0.05
         ax.set_title(f"{name} (95% CI)")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Task score per model")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distilflow.data import iter_jsonl, write_json_atomic
 from distilflow.errors import StageError
+from distilflow.evaluate.recorded import evaluate_recorded
 from distilflow.evaluate.scoring import agreement_with_teacher
 from distilflow.models import model_revision
 from distilflow.train.student import baseline_student_ref
@@ -79,10 +80,10 @@ def run_worker(config: dict[str, Any], on_progress: Callable[[int, int], None]) 
     return json.loads((Path(config["output_dir"]) / "metrics.json").read_text())
 
 
-def _fingerprint(config: dict[str, Any], settings: dict[str, Any], payload: list[dict[str, Any]]) -> str:
-    described = {k: v for k, v in config.items() if k != "api_key_env"}
-    return hashlib.sha256(json.dumps([described, model_revision(config["model"]), settings, payload],
-                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _fingerprint(config: dict[str, Any]) -> str:
+    """What a model's results depend on: the model (and its weights' revision), the inputs and the settings."""
+    return hashlib.sha256(json.dumps([config, model_revision(config["model"])], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
 
 
 def not_evaluated(output_dir: Path, label: str, model: str, reason: str) -> dict[str, Any]:
@@ -95,8 +96,6 @@ def not_evaluated(output_dir: Path, label: str, model: str, reason: str) -> dict
 
 
 def run_evaluate(ctx: "StageContext") -> dict[str, Any]:
-    from distilflow.evaluate.recorded import evaluate_recorded
-
     examples = ctx.examples("test")
     if not examples:
         raise StageError("no test_data in the job spec: add test_data to score teacher, baseline and distilled")
@@ -112,7 +111,7 @@ def run_evaluate(ctx: "StageContext") -> dict[str, Any]:
         for index, (label, config) in enumerate(configs.items()):
             output_dir = ctx.paths.eval_model(label)
             config = {**config, **settings, "label": label, "examples": payload, "output_dir": str(output_dir)}
-            config["fingerprint"] = _fingerprint(config, settings, payload)
+            config["fingerprint"] = _fingerprint(config)
             previous = output_dir / "metrics.json"
             offset = index * steps_per_model
             if previous.exists() and json.loads(previous.read_text()).get("fingerprint") == config["fingerprint"]:
