@@ -103,7 +103,7 @@ def test_evaluate_model_on_an_endpoint_via_the_cli(endpoint, tmp_path):
          "--batch-size", "3"],
         capture_output=True, text=True, timeout=120, env=cli_env(EVAL_TEST_KEY=SECRET, NO_PROXY="127.0.0.1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"^bleu \(task score\): 100 \[95% CI 100, 100\], n=3$", result.stdout, re.M), result.stdout
+    assert re.search(r"^BLEU \(task score\): 100 \[95% CI 100, 100\], n=3$", result.stdout, re.M), result.stdout
     assert "latency per answer over the network: mean" in result.stdout
     assert "(api, remote endpoint http://127.0.0.1" in result.stdout
     # 1 warm-up + 3 streamed + 3 concurrent throughput requests, all with the key from the variable, greedy

@@ -24,8 +24,8 @@ def test_evaluate_model_cli_prints_bleu_latency_and_memory(tiny_models, conversa
                      str(conversation_test), "--workspace", str(workspace), "--max-tokens", "6", "--batch-size", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert re.search(r"^bleu \(task score\): [\d.]+ \[95% CI [\d.]+, [\d.]+\], n=3$", out, re.M), out
-    assert re.search(r"^chrf: [\d.]+", out, re.M)
+    assert re.search(r"^BLEU \(task score\): [\d.]+ \[95% CI [\d.]+, [\d.]+\], n=3$", out, re.M), out
+    assert re.search(r"^chrF: [\d.]+", out, re.M)
     assert re.search(r"^latency per answer: mean [\d.]+ ms, p50 [\d.]+ ms, p95 [\d.]+ ms", out, re.M), out
     assert re.search(r"^throughput: [\d.]+ answers/s, [\d.]+ output tokens/s \(batch size 2\)", out, re.M)
     assert re.search(r"^peak memory: [\d.]+ MB \(peak RSS of the worker process\)", out, re.M)

@@ -24,6 +24,8 @@ METRIC_ALIASES = {"inference_time": "latency_mean_s", "latency": "latency_mean_s
                   "cost": "cost_per_1000_answers", "params": "parameters"}
 _ALWAYS = ("label", "model", "kind", "task_type", "primary_metric", "scored_examples", "examples", "device",
            "network", "output_dir")
+DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
+                 "exact_match": "exact match", "f1": "token F1"}
 MEMORY_KINDS = {"process_peak_rss": "peak RSS of the worker process", "cuda_max_allocated": "CUDA max allocated"}
 
 
@@ -169,7 +171,8 @@ def describe(result: dict[str, Any]) -> list[str]:
     intervals = result.get("intervals") or {}
     for name, interval in intervals.items():
         marker = " (task score)" if name == result.get("primary_metric") else ""
-        lines.append(f"{name}{marker}: {fmt(interval['value'])} [95% CI {fmt(interval['low'])}, "
+        shown = DISPLAY_NAMES.get(name, name)
+        lines.append(f"{shown}{marker}: {fmt(interval['value'])} [95% CI {fmt(interval['low'])}, "
                      f"{fmt(interval['high'])}], n={interval['n']}")
     if "latency_mean_s" in result:
         where = " over the network" if result.get("network") else ""
@@ -191,6 +194,6 @@ def describe(result: dict[str, Any]) -> list[str]:
     if result.get("cost_per_1000_answers") is not None:
         lines.append(f"cost per 1,000 answers: {fmt(result['cost_per_1000_answers'])}")
     if result.get("task_type") and "bleu" not in get_task(result["task_type"]).metric_names:
-        lines.append(f"bleu: n/a ({result['task_type']} references are labels or numbers, not text)")
+        lines.append(f"BLEU: n/a ({result['task_type']} references are labels or numbers, not text)")
     lines.append(f"results: {result.get('output_dir')}")
     return lines
