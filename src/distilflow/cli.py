@@ -131,27 +131,43 @@ def report(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOp
 
 @app.command("evaluate-model")
 def evaluate_model(
-    model: Annotated[str, typer.Argument(help="HF id, local folder or .gguf file.")],
+    model: Annotated[str, typer.Argument(help="HF id, local folder or .gguf file; with --base-url, the model name "
+                                              "at that OpenAI-compatible endpoint.")],
     task: Annotated[str, typer.Option("--task", help="nli | conversation | qa | math | summarization")],
     test_data: Annotated[Path, typer.Option("--test-data", help="JSONL test file.")],
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                                    "http://127.0.0.1:8000/v1.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="NAME of the environment variable "
+                                                       "holding the API key.")] = None,
     max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 128,
     max_examples: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size (requests in flight) of the throughput run.")] = 8,
+    warmup: Annotated[int, typer.Option(help="Answers generated and discarded before timing.")] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (local models).")] = "auto",
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Show only these metrics (repeatable): "
+                                                        "bleu, accuracy, latency, memory, ...")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     workspace: WorkspaceOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Score any model on a test file, without a job."""
+    """Score any model on a test file, without a job: task score, BLEU, latency, memory."""
 
     def action() -> None:
         from distilflow.client import Client
+        from distilflow.evaluate.standalone import describe
+        from distilflow.tasks import TASKS
 
-        result = Client(workspace).models.evaluate(model, str(test_data), task_type=task, max_tokens=max_tokens,
-                                                   max_examples=max_examples)
+        if task not in TASKS:
+            raise DistilflowError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+        result = Client(workspace).models.evaluate(model, str(test_data), task_type=task, metrics=metric,
+                                                   max_tokens=max_tokens, max_examples=max_examples, device=device,
+                                                   base_url=base_url, api_key_env=api_key_env,
+                                                   batch_size=batch_size, warmup=warmup)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
-        for key, value in result.items():
-            typer.echo(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+        for line in describe(result):
+            typer.echo(line)
 
     _guard(debug, action)
 

@@ -171,12 +171,30 @@ class Models:
 
     def evaluate(self, model_name: str, test_data: str, task_type: str = "conversation",
                  metrics: list[str] | None = None, max_tokens: int = 128, max_examples: int | None = None,
-                 device: str = "auto") -> dict[str, Any]:
-        """Score any local model on a test file without a job; returns the metrics (filtered by `metrics`)."""
-        from distilflow.evaluate.standalone import evaluate_model
+                 device: str = "auto", *, base_url: str | None = None, api_key_env: str | None = None,
+                 batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> dict[str, Any]:
+        """Score any model on a test file without a job; returns the metrics (filtered by `metrics`).
 
-        return evaluate_model(self.workspace, model_name, test_data, task_type, metrics=metrics,
-                              max_tokens=max_tokens, max_examples=max_examples, device=device)
+        `model_name` is an HF id, a local folder or a .gguf file; with `base_url` (and `api_key_env`, the NAME
+        of the variable holding the key) it is the model name at an OpenAI-compatible endpoint."""
+        from distilflow.evaluate.standalone import Settings, evaluate_model
+
+        target = {"model": model_name, "base_url": base_url, "api_key_env": api_key_env}
+        settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
+                            warmup=warmup, bootstrap_samples=bootstrap_samples)
+        return evaluate_model(self.workspace, target, test_data, task_type, metrics=metrics, settings=settings)
+
+    def compare(self, models: list[str | dict[str, Any]], test_data: str, task_type: str = "conversation",
+                max_tokens: int = 128, max_examples: int | None = None, device: str = "auto", *,
+                batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> dict[str, Any]:
+        """Score several models on the same inputs and compare each with the first; writes an HTML report.
+
+        Each model is a string (HF id, folder, .gguf) or a dict {"model", "base_url", "api_key_env", "label"}."""
+        from distilflow.evaluate.standalone import Settings, compare_models
+
+        settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
+                            warmup=warmup, bootstrap_samples=bootstrap_samples)
+        return compare_models(self.workspace, models, test_data, task_type, settings=settings)
 
 
 class Client:

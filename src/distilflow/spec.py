@@ -135,6 +135,8 @@ class EvaluationSpec(_Section):
     device: str = "auto"
     bootstrap_samples: int = Field(1000, ge=0)
     examples_in_report: int = Field(5, ge=0)
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (intervals are reproducible)")
+    throughput: bool = Field(True, description="also time the test set at batch_size (answers/s, tokens/s)")
 
 
 class JobSpec(_Section):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from distilflow.evaluate.metrics import MetricStats
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
@@ -46,6 +49,8 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]]
     # Refusal detection makes no sense for free chat (an assistant may legitimately decline).
     check_refusals: ClassVar[bool] = True
+    # Free-text answers (no single checkable answer): agreement with the teacher is measured with BLEU.
+    free_text: ClassVar[bool] = False
 
     # ----- reading rows ------------------------------------------------------------------
     def example_from_row(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
@@ -97,8 +102,12 @@ class Task:
         return self.extract_answer(text)
 
     # ----- scoring -----------------------------------------------------------------------
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, "MetricStats"]:
+        """Per-example statistics of every metric in `metric_names` (scores and bootstrap intervals come from them)."""
         raise NotImplementedError
+
+    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
+        return {name: stats.value() or 0.0 for name, stats in self.metric_stats(predictions, references).items()}
 
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         """Per-example values of the primary metric (for confidence intervals)."""

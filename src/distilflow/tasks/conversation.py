@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.metrics import corpus_bleu, corpus_chrf, sentence_bleu
+from distilflow.evaluate.metrics import MetricStats, bleu_stats, chrf_stats, sentence_bleu
 from distilflow.tasks.base import Message, RowError, Task
 
 
@@ -13,6 +13,7 @@ class ConversationTask(Task):
     primary_metric = "bleu"
     metric_names = ("bleu", "chrf")
     check_refusals = False
+    free_text = True
 
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
         raise RowError("missing field 'messages' (conversation rows are {\"messages\": [{\"role\": ..., \"content\": ...}]})")
@@ -23,5 +24,5 @@ class ConversationTask(Task):
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         return [sentence_bleu(p, r) for p, r in zip(predictions, references)]
 
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        return {"bleu": corpus_bleu(predictions, references), "chrf": corpus_chrf(predictions, references)}
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        return {"bleu": bleu_stats(predictions, references), "chrf": chrf_stats(predictions, references)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from distilflow.evaluate.metrics import MetricStats, mean_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT = "{question}\n\nSolve the problem step by step, then give the final answer on its own line as '#### <number>'."
@@ -62,6 +63,5 @@ class MathTask(Task):
             out.append(float(answer is not None and self.agrees(answer, reference)))
         return out
 
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        values = self.example_scores(predictions, references)
-        return {"accuracy": sum(values) / len(values) if values else 0.0}
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        return {"accuracy": mean_stats(self.example_scores(predictions, references))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from distilflow.evaluate.metrics import MetricStats, mean_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 LABELS = ("entailment", "neutral", "contradiction")
@@ -57,6 +58,5 @@ class NliTask(Task):
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         return [float(self.extract_answer(p) == r) for p, r in zip(predictions, references)]
 
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        values = self.example_scores(predictions, references)
-        return {"accuracy": sum(values) / len(values) if values else 0.0}
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        return {"accuracy": mean_stats(self.example_scores(predictions, references))}

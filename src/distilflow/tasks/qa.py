@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.metrics import exact_match, normalize_answer, token_f1
+from distilflow.evaluate.metrics import (MetricStats, bleu_stats, chrf_stats, exact_match, mean_stats,
+                                         normalize_answer, token_f1)
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT_WITH_CONTEXT = "Context: {context}\n\nQuestion: {question}\nAnswer with a short phrase taken from the context."
@@ -34,7 +35,7 @@ def _answers(row: dict[str, Any]) -> list[str] | None:
 class QaTask(Task):
     name = "qa"
     primary_metric = "f1"
-    metric_names = ("exact_match", "f1")
+    metric_names = ("exact_match", "f1", "bleu", "chrf")
 
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
         question = require_text(row, "question")
@@ -66,10 +67,12 @@ class QaTask(Task):
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         return [token_f1(self.extract_answer(p) or "", r) for p, r in zip(predictions, references)]
 
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        n = len(predictions) or 1
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        # Scored on the extracted answer (first line), as the reference answers are short spans.
         answers = [self.extract_answer(p) or "" for p in predictions]
         return {
-            "exact_match": sum(exact_match(a, r) for a, r in zip(answers, references)) / n,
-            "f1": sum(token_f1(a, r) for a, r in zip(answers, references)) / n,
+            "exact_match": mean_stats([exact_match(a, r) for a, r in zip(answers, references)]),
+            "f1": mean_stats([token_f1(a, r) for a, r in zip(answers, references)]),
+            "bleu": bleu_stats(answers, references, effective_order=True),
+            "chrf": chrf_stats(answers, references),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.metrics import rouge
+from distilflow.evaluate.metrics import MetricStats, bleu_stats, chrf_stats, rouge, rouge_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT = "Summarize the following text in one or two sentences.\n\n{document}"
@@ -26,7 +26,8 @@ def _references(value: Any) -> list[str]:
 class SummarizationTask(Task):
     name = "summarization"
     primary_metric = "rougeL"
-    metric_names = ("rouge1", "rouge2", "rougeL")
+    metric_names = ("rouge1", "rouge2", "rougeL", "bleu", "chrf")
+    free_text = True
 
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
         document_key = next((k for k in DOCUMENT_FIELDS if k in row), "document")
@@ -51,10 +52,6 @@ class SummarizationTask(Task):
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         return [rouge(p, r)["rougeL"] for p, r in zip(predictions, references)]
 
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-        for prediction, reference in zip(predictions, references):
-            for key, value in rouge(prediction, reference).items():
-                totals[key] += value
-        n = len(predictions) or 1
-        return {key: value / n for key, value in totals.items()}
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        return {**rouge_stats(predictions, references), "bleu": bleu_stats(predictions, references),
+                "chrf": chrf_stats(predictions, references)}

@@ -1,0 +1,159 @@
+"""The report's plots, drawn with matplotlib (Agg) as SVG text: inlined in report.html (self-contained)
+and written to plots/*.svg for report.md. Each function returns None when there is nothing to draw."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+COLORS = {"teacher": "#4c72b0", "baseline": "#8c8c8c", "distilled": "#dd8452"}
+_FALLBACK = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974"]
+
+
+def _color(label: str, index: int) -> str:
+    return COLORS.get(label, _FALLBACK[index % len(_FALLBACK)])
+
+
+def _evaluated(report: dict[str, Any]) -> list[str]:
+    return [label for label in report["labels"] if report["models"][label].get("evaluated", True)]
+
+
+def _to_svg(fig, salt: str) -> str:
+    """The figure as an inline <svg> element: no XML prolog, no DOCTYPE (it names an external DTD), no
+    metadata block, and every id prefixed with the plot's name, so several SVGs in one page never share one."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
+    text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
+    ids = set(re.findall(r'\sid="([^"]+)"', text))
+    text = re.sub(r'(\sid=")([^"]+)"', lambda m: f'{m.group(1)}{salt}-{m.group(2)}"', text)
+    text = re.sub(r'((?:xlink:)?href="#|url\(#)([^")]+)',
+                  lambda m: f"{m.group(1)}{salt}-{m.group(2)}" if m.group(2) in ids else m.group(0), text)
+    return text.strip()
+
+
+def _figure(columns: int, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, columns, figsize=(max(4.0, 3.4 * columns), height), squeeze=False,
+                             layout="constrained")
+    return fig, list(axes[0])
+
+
+def _score_and_high(model: dict[str, Any], name: str) -> list[float]:
+    interval = (model.get("intervals") or {}).get(name) or {}
+    return [v for v in ((model.get("task_metrics") or {}).get(name), interval.get("high")) if v is not None]
+
+
+def scores_svg(report: dict[str, Any]) -> str | None:
+    """Each task metric per model, with its 95% bootstrap interval as an error bar."""
+    labels = [l for l in _evaluated(report) if report["models"][l].get("task_metrics")]
+    names = [n for n in report["metric_names"] if any(n in report["models"][l]["task_metrics"] for l in labels)]
+    if not labels or not names:
+        return None
+    fig, axes = _figure(len(names))
+    for ax, name in zip(axes, names):
+        for i, label in enumerate(labels):
+            model = report["models"][label]
+            value = model["task_metrics"].get(name)
+            if value is None:
+                continue
+            interval = (model.get("intervals") or {}).get(name) or {}
+            error = None
+            if interval.get("low") is not None:
+                error = [[max(0.0, value - interval["low"])], [max(0.0, interval["high"] - value)]]
+            ax.bar(i, value, color=_color(label, i), yerr=error, capsize=6, ecolor="#222222")
+            ax.annotate(f"{value:.3g}", (i, value), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, rotation=15)
+        top = max((v for l in labels for v in _score_and_high(report["models"][l], name)), default=0.0)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)  # all-zero scores: a readable axis, not +-0.05
+        ax.set_title(f"{name} (95% CI)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Task score per model")
+    return _to_svg(fig, "scores")
+
+
+def latency_svg(report: dict[str, Any]) -> str | None:
+    """Latency per answer (mean, p50, p95) and time to first token, in milliseconds."""
+    labels = [l for l in _evaluated(report) if report["models"][l].get("latency_mean_s") is not None]
+    if not labels:
+        return None
+    series = [("mean", "latency_mean_s"), ("p50", "latency_p50_s"), ("p95", "latency_p95_s"),
+              ("first token", "ttft_mean_s")]
+    fig, axes = _figure(1, height=3.4)
+    ax = axes[0]
+    width = 0.8 / len(series)
+    shades = ["#4c72b0", "#64b5cd", "#8172b3", "#55a868"]
+    for s, (name, key) in enumerate(series):
+        values = [(report["models"][l].get(key) or 0.0) * 1000 for l in labels]
+        ax.bar([i + (s - 1.5) * width for i in range(len(labels))], values, width, label=name, color=shades[s])
+    ax.set_xticks(range(len(labels)),
+                  [l + (" (network)" if report["models"][l].get("network") else "") for l in labels])
+    ax.set_ylabel("ms per answer (batch size 1)")
+    ax.set_title("Latency per model")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _to_svg(fig, "latency")
+
+
+def memory_svg(report: dict[str, Any]) -> str | None:
+    """Peak memory and model memory (MB), and parameter count, per model."""
+    labels = [l for l in _evaluated(report) if report["models"][l].get("peak_memory_mb") is not None]
+    if not labels:
+        return None
+    fig, axes = _figure(2)
+    memory, params = axes
+    for i, label in enumerate(labels):
+        model = report["models"][label]
+        memory.bar(i - 0.2, model["peak_memory_mb"], 0.4, color=_color(label, i),
+                   label="peak" if i == 0 else None)
+        memory.bar(i + 0.2, model.get("model_memory_mb") or 0.0, 0.4, color=_color(label, i), alpha=0.5,
+                   hatch="//", label="model" if i == 0 else None)
+        params.bar(i, (model.get("parameters") or 0) / 1e6, color=_color(label, i))
+    memory.set_xticks(range(len(labels)), labels)
+    memory.set_ylabel("MB")
+    memory.set_title("Peak memory (solid) / model memory (hatched)")
+    params.set_xticks(range(len(labels)), labels)
+    params.set_ylabel("millions")
+    params.set_title("Parameters")
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
+    return _to_svg(fig, "memory")
+
+
+def loss_svg(report: dict[str, Any]) -> str | None:
+    curves = (report.get("training") or {}).get("loss_curve") or {}
+    if not curves:
+        return None
+    fig, axes = _figure(1)
+    ax = axes[0]
+    styles = {"train_loss": ("training loss", "#dd8452", "-"), "validation_loss": ("validation loss", "#4c72b0", "--")}
+    for key, points in curves.items():
+        name, color, line = styles.get(key, (key, "#333333", "-"))
+        ax.plot([p[0] for p in points], [p[1] for p in points], line, color=color, marker="o", markersize=4,
+                label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("Student training loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _to_svg(fig, "loss")
+
+
+PLOTS = {"scores": scores_svg, "latency": latency_svg, "memory": memory_svg, "loss": loss_svg}
+
+
+def all_plots(report: dict[str, Any]) -> dict[str, str]:
+    return {name: svg for name, draw in PLOTS.items() if (svg := draw(report)) is not None}

