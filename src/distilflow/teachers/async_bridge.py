@@ -1,0 +1,138 @@
+"""Answering requests concurrently on an asyncio loop in a background thread, for a synchronous consumer.
+
+The resume guarantee lives here. A request holds one of `max_concurrency` slots from before it is sent
+until the consumer has *finished with its result*, which the consumer signals by asking for the next
+result (generate.py commits each answer to the SQLite cache before it does). So at any instant at most
+`max_concurrency` requests are in flight or answered-but-not-yet-durable, and after `kill -9` a re-run
+pays again for at most that many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+from distilflow.teachers.base import TeacherRequest, TeacherResult
+
+_DONE = object()
+_POLL_S = 0.25  # how often the waiting consumer checks should_stop()
+
+
+class _Raised:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def answer_concurrently(
+    requests: Sequence[TeacherRequest],
+    ask: Callable[[TeacherRequest], Awaitable[TeacherResult]],
+    max_concurrency: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[], Awaitable[Any]] | None = None,
+    on_finish: Callable[[], Awaitable[Any]] | None = None,
+) -> Iterator[TeacherResult]:
+    """Yield `ask(request)` for every request as each completes (any order).
+
+    `ask` runs on the background loop and should turn expected errors into TeacherFailure; an exception
+    it raises stops everything and is re-raised here. `on_start`/`on_finish` run on the loop (to open and
+    close clients that must live on it).
+    """
+    results: queue.Queue[Any] = queue.Queue()
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(max_concurrency)
+        state["loop"], state["stopping"] = loop, asyncio.Event()
+        state["main"] = asyncio.current_task()
+        ready.set()
+
+        def release() -> None:
+            loop.call_soon_threadsafe(slots.release)
+
+        async def one(request: TeacherRequest) -> None:
+            try:
+                result = await ask(request)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer thread
+                results.put(_Raised(error))
+                state["stopping"].set()
+                return
+            results.put((result, release))
+
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            if on_start is not None:
+                await on_start()
+            for request in requests:
+                await slots.acquire()  # released by the consumer once it is done with the result
+                if state["stopping"].is_set():
+                    break
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if on_finish is not None:
+                await on_finish()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as error:  # noqa: BLE001
+            results.put(_Raised(error))
+        finally:
+            ready.set()
+            results.put(_DONE)
+
+    thread = threading.Thread(target=run, name="teacher-requests", daemon=True)
+    thread.start()
+    ready.wait()
+    try:
+        while True:
+            try:
+                item = results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if should_stop():
+                    return
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            result, release = item
+            yield result
+            # The consumer is back for more: the previous result is durable, its slot may go to a new request.
+            release()
+            if should_stop():
+                return
+    finally:
+        _shutdown(state, thread)
+
+
+def _shutdown(state: dict[str, Any], thread: threading.Thread) -> None:
+    loop: asyncio.AbstractEventLoop | None = state.get("loop")
+    if loop is not None and thread.is_alive():
+        def cancel() -> None:
+            state["stopping"].set()
+            main = state.get("main")
+            if main is not None:
+                main.cancel()
+
+        try:
+            loop.call_soon_threadsafe(cancel)
+        except RuntimeError:  # the loop has already closed
+            pass
+    thread.join(30)
