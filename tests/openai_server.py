@@ -69,7 +69,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.attempts: Counter[str] = Counter()     # prompt -> requests received
-        self.answered: Counter[str] = Counter()     # prompt -> 200 answers fully sent
+        self.answered: Counter[str] = Counter()     # prompt -> answers generated (billed), delivered or not
         self.faults: Counter[str] = Counter()       # fault kind -> count
         self.in_flight = 0
         self.max_in_flight = 0
@@ -183,13 +183,11 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
                 "usage": {"prompt_tokens": _words(prompt), "completion_tokens": completion,
                           "total_tokens": _words(prompt) + completion},
             }
-            response = web.json_response(payload)
-            await response.prepare(request)
-            await response.write_eof()
+            # Counted as answered once generated, delivered or not: that is when an API bills.
             with state.lock:
                 state.answered[prompt] += 1
                 state.answer_times.append(time.monotonic())
-            return response
+            return web.json_response(payload)
         finally:
             with state.lock:
                 state.in_flight -= 1

@@ -52,7 +52,10 @@ def answer_concurrently(
         ready.set()
 
         def release() -> None:
-            loop.call_soon_threadsafe(slots.release)
+            try:
+                loop.call_soon_threadsafe(slots.release)
+            except RuntimeError:  # every request is done and the loop has closed: nothing waits for a slot
+                pass
 
         async def one(request: TeacherRequest) -> None:
             try:

@@ -213,7 +213,10 @@ class OpenAITeacher(Teacher):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = params.top_logprobs
         try:
-            response = await client.chat.completions.create(**kwargs)
+            # The SDK's generic `post` (its documented way to call any endpoint) with the body as plain JSON:
+            # it skips the typed-params transform and pydantic parsing, ~1 ms of CPU per request that would
+            # otherwise cap throughput near 300 answers/s; auth, base_url and Azure routing stay the SDK's.
+            response = await client.post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APITimeoutError as error:
             if _dropped(error):  # the SDK's aiohttp transport reports a dropped connection as a timeout
                 raise _Retryable("connection_errors", "the connection was dropped before an answer") from None
@@ -231,6 +234,8 @@ class OpenAITeacher(Teacher):
             return self._parse(response, params)
         except _Malformed as error:
             raise _Retryable("malformed", str(error)) from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _Retryable("malformed", "the endpoint answered with malformed log-probs") from None
 
     def _raise_for_status(self, error: Any) -> None:
         status = error.status_code
@@ -255,29 +260,32 @@ class OpenAITeacher(Teacher):
         raise _Rejected(f"rejected by the endpoint ({status}): {detail}")
 
     def _parse(self, response: Any, params: GenerationParams) -> tuple[list[tuple[str, str, TopLogprobs | None]], int, int]:
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list):
-            raise _Malformed("the endpoint answered without a list of choices")
+        """A chat.completion as decoded JSON -> (text, finish reason, top log-probs) per choice, and usage."""
+        choices = response.get("choices") if isinstance(response, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise _Malformed("the endpoint answered with a body that is not a chat completion")
         got = []
-        for choice in sorted(choices, key=lambda c: c.index or 0):
-            message = getattr(choice, "message", None)
-            if message is None:
-                raise _Malformed("a choice without a message")
-            text = message.content or ""
+        for choice in sorted(choices, key=lambda c: c.get("index") or 0):
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                raise _Malformed("the endpoint answered with a choice without a message")
+            text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise _Malformed("the endpoint answered with a message whose content is not text")
             top = None
             if params.top_logprobs:
-                top = _top_logprobs(choice.logprobs, params.top_logprobs)
+                top = _top_logprobs(choice.get("logprobs"), params.top_logprobs)
                 if top is None and text:
                     raise TeacherEndpointError(
                         f"generation.top_logprobs is {params.top_logprobs}, but the endpoint returned no log-probs "
                         f"(does it support logprobs/top_logprobs for model {self.spec.model!r}?)")
                 if top is None:  # an empty answer has no positions
                     top = TopLogprobs(logprobs=[], tokens=[])
-            got.append((text, choice.finish_reason or "", top))
-        usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        return got, prompt_tokens, completion_tokens
+            got.append((text, choice.get("finish_reason") or "", top))
+        usage = response.get("usage") or {}
+        if not isinstance(usage, dict):
+            usage = {}
+        return got, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
 class _Rejected(Exception):
@@ -311,15 +319,13 @@ def _error_detail(error: Any) -> str:
 
 def _top_logprobs(logprobs: Any, k: int) -> TopLogprobs | None:
     """Chat-completions logprobs -> K log-probs and token strings per position (padded with -inf and "")."""
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if content is None:
         return None
     values: list[list[float]] = []
     tokens: list[list[str]] = []
     for position in content:
-        top = list(getattr(position, "top_logprobs", None) or [])[:k]
-        row_values = [float(t.logprob) for t in top] + [-math.inf] * (k - len(top))
-        row_tokens = [str(t.token) for t in top] + [""] * (k - len(top))
-        values.append(row_values)
-        tokens.append(row_tokens)
+        top = list(position.get("top_logprobs") or [])[:k]
+        values.append([float(t["logprob"]) for t in top] + [-math.inf] * (k - len(top)))
+        tokens.append([str(t["token"]) for t in top] + [""] * (k - len(top)))
     return TopLogprobs(logprobs=values, tokens=tokens)
