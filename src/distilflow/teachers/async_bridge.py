@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -19,6 +20,9 @@ from distilflow.teachers.base import TeacherRequest, TeacherResult
 
 _DONE = object()
 _POLL_S = 0.25  # how often the waiting consumer checks should_stop()
+# Two busy threads hand results back and forth; with Python's default 5 ms GIL switch interval each hand-off
+# can wait that long, which adds to every slot's hold time (measured: ~3% fewer answers/s at C=64, L=0.2 s).
+_SWITCH_INTERVAL_S = 0.001
 
 
 class _Raised:
@@ -101,6 +105,8 @@ def answer_concurrently(
             results.put(_DONE)
 
     thread = threading.Thread(target=run, name="teacher-requests", daemon=True)
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous_interval, _SWITCH_INTERVAL_S))
     thread.start()
     ready.wait()
     try:
@@ -123,6 +129,7 @@ def answer_concurrently(
                 return
     finally:
         _shutdown(state, thread)
+        sys.setswitchinterval(previous_interval)
 
 
 def _shutdown(state: dict[str, Any], thread: threading.Thread) -> None:
