@@ -215,3 +215,31 @@ def test_top_logprobs_are_joined_to_synthetic_rows_by_teacher_key(tmp_path):
             words = row["messages"][-1]["content"].split(" ")
             assert len(top.tokens) == len(words) and [t[0] for t in top.tokens[1:]] == [" " + w for w in words[1:]]
             assert all(len(r) == 3 for r in top.logprobs) and top.token_ids is None
+
+
+def test_cancel_then_resume_against_a_restarted_server_asks_only_for_the_rest(tmp_path):
+    workspace = tmp_path / "ws"
+    cache_path = job_dir(workspace) / "cache" / "teacher.sqlite"
+    with OpenAIServer(ServerConfig(latency=0.05)) as server:
+        spec = api_job(tmp_path, server, n_train=200, n_val=1, teacher={"max_concurrency": 4})
+        process = start_cli("generate", str(spec), "--workspace", str(workspace))
+        deadline = time.monotonic() + 60
+        while not (cache_path.exists() and TeacherCache(cache_path).count() >= 20):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)  # what `distilflow jobs cancel` sends
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, output
+    assert "canceled" in output
+    with TeacherCache(cache_path) as cache:
+        stored = cache.count()
+    assert 20 <= stored < 200
+
+    with OpenAIServer(ServerConfig(latency=0.01)) as restarted:  # the same model, now on another port
+        spec = api_job(tmp_path, restarted, n_train=200, n_val=1, teacher={"max_concurrency": 4})
+        result = run_cli("generate", str(spec), "--workspace", str(workspace))
+        asked = restarted.stats()["answers"]
+    assert result.returncode == 0, result.stderr
+    assert asked == 200 - stored  # 200 distinct prompts (the validation row repeats train-101's prompt)
+    assert_rows_are_the_servers_answers(read_rows(job_dir(workspace) / "synthetic" / "train.jsonl"),
+                                        {f"train-{i}" for i in range(1, 201)})

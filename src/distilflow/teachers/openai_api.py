@@ -66,9 +66,9 @@ class OpenAITeacher(Teacher):
         self._secret: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        # The endpoint is part of what determines an answer: the same model name elsewhere may be another model.
-        return {"backend": "openai", "model": self.spec.model, "base_url": self.spec.base_url,
-                "api_version": self.spec.api_version}
+        # The model name decides the answers, not where it is served: a server restarted on another port (or a
+        # gateway in front of the same model) keeps the cache, so a resume never pays again for stored answers.
+        return {"backend": "openai", "model": self.spec.model}
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         return estimate_prompt_tokens(messages)
