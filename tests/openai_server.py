@@ -52,6 +52,7 @@ class ServerConfig:
     rate_500: float = 0.0
     rate_malformed: float = 0.0          # 200 with a body that is not JSON
     rate_drop: float = 0.0               # the connection is closed without an answer
+    rate_truncate: float = 0.0           # half an answer is sent, then the connection is closed
     rate_slow: float = 0.0               # answered after `slow_latency` instead of `latency`
     slow_latency: float = 5.0
     fault_attempts: int = 1              # faults hit only attempts < this (so retries succeed)
@@ -78,6 +79,7 @@ class _State:
         self.headers: list[dict[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.answer_times: list[float] = []
+        self.answer_log: list[tuple[str, float, float]] = []  # (prompt, arrived, answered), monotonic seconds
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -85,7 +87,7 @@ class _State:
                 "attempts": dict(self.attempts), "answered": dict(self.answered), "faults": dict(self.faults),
                 "max_in_flight": self.max_in_flight, "paths": dict(self.paths),
                 "requests": sum(self.attempts.values()), "answers": sum(self.answered.values()),
-                "answer_times": list(self.answer_times),
+                "answer_times": list(self.answer_times), "answer_log": list(self.answer_log),
             }
 
 
@@ -106,7 +108,7 @@ def _fault(config: ServerConfig, prompt: str, attempt: int) -> str | None:
         return None
     x = _unit(prompt, attempt)
     for kind, rate in (("429", config.rate_429), ("500", config.rate_500), ("malformed", config.rate_malformed),
-                       ("drop", config.rate_drop), ("slow", config.rate_slow)):
+                       ("drop", config.rate_drop), ("truncate", config.rate_truncate), ("slow", config.rate_slow)):
         if x < rate:
             return kind
         x -= rate
@@ -131,6 +133,7 @@ def _words(text: str) -> int:
 
 def build_app(config: ServerConfig, state: _State) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         raw = await request.read()
         body = json.loads(raw)
         messages = body.get("messages", [])
@@ -171,6 +174,13 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
                 assert request.transport is not None
                 request.transport.close()
                 raise ConnectionResetError("dropped on purpose")
+            if fault == "truncate":
+                partial = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "4096"})
+                await partial.prepare(request)
+                await partial.write(b'{"id": "chatcmpl-x", "object": "chat.completion", "choi')
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError("cut on purpose")
             n = 1 if config.ignore_n else int(body.get("n") or 1)
             texts = _seeded_texts(config, prompt, n, body.get("seed"))
             k = int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0
@@ -187,6 +197,7 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
             with state.lock:
                 state.answered[prompt] += 1
                 state.answer_times.append(time.monotonic())
+                state.answer_log.append((prompt, arrived, state.answer_times[-1]))
             return web.json_response(payload)
         finally:
             with state.lock:

@@ -64,7 +64,7 @@ def assert_rows_are_the_servers_answers(rows: list[dict], expected_ids: set[str]
 
 def test_generate_through_faults_keeps_every_answer_with_its_prompt(tmp_path):
     config = ServerConfig(latency=0.01, rate_429=0.1, rate_500=0.1, rate_drop=0.1, rate_malformed=0.05,
-                          retry_after=0.2, echo_auth_in_errors=True)
+                          rate_truncate=0.05, retry_after=0.2, echo_auth_in_errors=True)
     with OpenAIServer(config) as server:
         spec = api_job(tmp_path, server, n_train=40, n_val=5,
                        teacher={"price_per_million_input_tokens": 1.0, "price_per_million_output_tokens": 2.0})
@@ -90,7 +90,8 @@ def test_generate_through_faults_keeps_every_answer_with_its_prompt(tmp_path):
 
 def test_kill_minus_9_then_resume_pays_at_most_max_concurrency_twice(tmp_path):
     concurrency = 8
-    config = ServerConfig(latency=0.04, rate_429=0.05, rate_500=0.05, rate_drop=0.05, retry_after=0.1)
+    config = ServerConfig(latency=0.04, rate_429=0.05, rate_500=0.05, rate_drop=0.05, rate_truncate=0.03,
+                          retry_after=0.1)
     with OpenAIServer(config) as server:
         spec = api_job(tmp_path, server, n_train=300, n_val=20, teacher={"max_concurrency": concurrency})
         workspace = tmp_path / "ws"

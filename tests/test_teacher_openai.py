@@ -61,7 +61,7 @@ def test_every_answer_matches_its_own_prompt_with_bounded_concurrency():
 
 def test_faults_are_retried_until_every_request_succeeds():
     config = ServerConfig(latency=0.01, rate_429=0.15, rate_500=0.15, rate_malformed=0.1, rate_drop=0.1,
-                          rate_slow=0.1, slow_latency=3.0, retry_after=0.3)
+                          rate_truncate=0.1, rate_slow=0.1, slow_latency=3.0, retry_after=0.3)
     with OpenAIServer(config) as server:
         teacher = make_teacher(server, max_concurrency=8, timeout=0.5, max_retries=4)
         requests = make_requests(60)
@@ -72,9 +72,11 @@ def test_faults_are_retried_until_every_request_succeeds():
     for request in requests:
         assert results[request.key].texts == [answer_for(prompt_of(request.messages))]
     counts = teacher.stats()
-    for kind, server_kind in (("rate_limited", "429"), ("server_errors", "500"), ("malformed", "malformed"),
-                              ("connection_errors", "drop"), ("timeouts", "slow")):
-        assert counts.get(kind, 0) == stats["faults"].get(server_kind, 0) > 0, (kind, counts, stats["faults"])
+    faults = stats["faults"]
+    assert all(faults.get(kind, 0) > 0 for kind in ("429", "500", "malformed", "drop", "truncate", "slow")), faults
+    for kind, server_kinds in (("rate_limited", ["429"]), ("server_errors", ["500"]), ("malformed", ["malformed"]),
+                               ("connection_errors", ["drop", "truncate"]), ("timeouts", ["slow"])):
+        assert counts.get(kind, 0) == sum(faults[k] for k in server_kinds), (kind, counts, faults)
     assert counts["retries"] == sum(stats["faults"].values())
     assert stats["requests"] == 60 + counts["retries"]
 

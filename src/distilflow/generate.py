@@ -165,7 +165,7 @@ def _live_note(teacher: TeacherSpec, answered: int, seconds: float, usage: dict[
     if cost is not None:
         parts.append(f"${cost:,.4f}")
     errors = sum(v for k, v in stats.items() if k in ("rate_limited", "server_errors", "timeouts",
-                                                      "connection_errors", "malformed"))
+                                                      "connection_errors", "malformed", "api_errors"))
     if errors:
         parts.append(f"errors {errors} (retries {stats.get('retries', 0)})")
     if failed:

@@ -23,6 +23,11 @@ _POLL_S = 0.25  # how often the waiting consumer checks should_stop()
 # Two busy threads hand results back and forth; with Python's default 5 ms GIL switch interval each hand-off
 # can wait that long, which adds to every slot's hold time (measured: ~3% fewer answers/s at C=64, L=0.2 s).
 _SWITCH_INTERVAL_S = 0.001
+# The first max_concurrency requests start a little apart. Started together, they come back together, and so
+# do their successors, for the whole run: each wave of answers then queues for the CPU (measured at C=64 against
+# a fixed-latency server: ~6 ms more per request than with a 2 ms ramp). The ramp costs at most 0.25 s once.
+_RAMP_STEP_S = 0.002
+_RAMP_TOTAL_S = 0.25
 
 
 class _Raised:
@@ -76,10 +81,13 @@ def answer_concurrently(
         try:
             if on_start is not None:
                 await on_start()
-            for request in requests:
+            ramp_step = min(_RAMP_STEP_S, _RAMP_TOTAL_S / max_concurrency)
+            for index, request in enumerate(requests):
                 await slots.acquire()  # released by the consumer once it is done with the result
                 if state["stopping"].is_set():
                     break
+                if 0 < index < max_concurrency:
+                    await asyncio.sleep(ramp_step)
                 task = asyncio.create_task(one(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -230,6 +230,8 @@ class OpenAITeacher(Teacher):
             self._raise_for_status(error)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _Retryable("malformed", "the endpoint answered with a body that is not valid JSON") from None
+        except openai.APIError as error:  # any other SDK error: worth another try, and reported if it persists
+            raise _Retryable("api_errors", f"{error.__class__.__name__}: {error}") from None
         try:
             return self._parse(response, params)
         except _Malformed as error:
