@@ -212,7 +212,7 @@ class OpenAITeacher(Teacher):
             kwargs["top_logprobs"] = params.top_logprobs
         try:
             # The SDK's generic `post` (its documented way to call any endpoint) with the body as plain JSON:
-            # it skips the typed-params transform and pydantic parsing (measured: 1.0 -> 0.6 ms of CPU per request,
+            # it skips the typed-params transform and pydantic parsing (measured: ~40% less CPU per request,
             # which matters at 300+ answers/s on one event loop); auth, base_url and Azure routing stay the SDK's.
             response = await client.post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APITimeoutError as error:
