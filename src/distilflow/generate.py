@@ -158,8 +158,8 @@ def _ask_teacher(ctx: "StageContext", teacher: Teacher, cache: TeacherCache, pen
 
 def _live_note(teacher: TeacherSpec, answered: int, seconds: float, usage: dict[str, Any], failed: int,
                stats: dict[str, int]) -> str:
-    """`318.2 rows/s · tokens 12,340 in / 45,600 out · $0.0123 · retries 4 · failed 1` (this run)."""
-    parts = [f"{answered / seconds:,.1f} rows/s" if seconds > 0 else "- rows/s",
+    """`318.2 rows/s avg · tokens 12,340 in / 45,600 out · $0.0123 · errors 4 (retries 4) · failed 1` (this run)."""
+    parts = [f"{answered / seconds:,.1f} rows/s avg" if seconds > 0 else "- rows/s",
              f"tokens {usage['prompt_tokens']:,} in / {usage['completion_tokens']:,} out"]
     cost = cost_usd(teacher, usage["prompt_tokens"], usage["completion_tokens"])
     if cost is not None:
