@@ -106,8 +106,15 @@ def run(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOptio
 
 
 @app.command()
-def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; send nothing.")]
+             = False) -> None:
     """Teacher stage: answer every training and validation input (resumes from the cache)."""
+    if dry_run:
+        from distilflow.generate import dry_run_text
+
+        _guard(debug, lambda: typer.echo(dry_run_text(spec, workspace)))
+        return
     _run_stages(spec, workspace, ["generate"], debug)
 
 

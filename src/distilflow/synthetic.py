@@ -27,6 +27,22 @@ def near_duplicate_key(text: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
+# Two samples for the same prompt whose word 3-shingle sets overlap this much are near-duplicates
+# (the same answer with a word or two changed teaches the student nothing new).
+SHINGLE_JACCARD = 0.8
+
+
+def shingles(text: str, size: int = 3) -> frozenset[tuple[str, ...]]:
+    words = near_duplicate_key(text).split()
+    if len(words) <= size:
+        return frozenset([tuple(words)])
+    return frozenset(tuple(words[i:i + size]) for i in range(len(words) - size + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
 def choose_samples(task: Task, texts: list[str], reference: Any, verify: str) -> tuple[list[int], list[str]]:
     """Indices of the usable samples, and the rejection reason of each sample (empty string when usable)."""
     check_reference = verify == "reference"
@@ -61,6 +77,7 @@ def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split:
             if answer is None:
                 continue  # failed for good; listed in failed.jsonl
             usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify)
+            kept_shingles: list[frozenset] = []  # of this prompt's samples kept so far
             for index, text in enumerate(answer.texts):
                 reason = sample_reasons[index]
                 if not reason and ctx.spec.generation.deduplicate:
@@ -69,6 +86,12 @@ def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split:
                     reason = "duplicate" if exact in seen_exact else "near_duplicate" if near in seen_near else ""
                     seen_exact.add(exact)
                     seen_near.add(near)
+                    if not reason and len(answer.texts) > 1:
+                        words = shingles(text)
+                        if any(jaccard(words, other) >= SHINGLE_JACCARD for other in kept_shingles):
+                            reason = "near_duplicate"
+                        else:
+                            kept_shingles.append(words)
                 if reason:
                     reasons[reason] += 1
                     rejected.append(_rejected_row(example, split, index, text, reason))

@@ -100,5 +100,15 @@ class TeacherCache:
                              completion_tokens=record.get("completion_tokens", 0),
                              finish_reasons=record.get("finish_reasons", []), top_logprobs=top)
 
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM answers").fetchone()[0]
+
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> "TeacherCache":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -20,6 +20,8 @@ from distilflow.teachers.base import (
 # backend name -> "module:Class"
 BACKENDS: dict[str, str] = {
     "hf": "distilflow.teachers.hf:HFTeacher",
+    "openai": "distilflow.teachers.openai_api:OpenAITeacher",
+    "recorded": "distilflow.teachers.recorded:RecordedTeacher",
 }
 
 

@@ -75,7 +75,11 @@ TeacherResult = TeacherAnswer | TeacherFailure
 
 
 class Teacher(ABC):
-    """A source of answers. `generate` yields each result as soon as it is known, in any order."""
+    """A source of answers. `generate` yields each result as soon as it is known, in any order.
+
+    The consumer makes each result durable (commits it to the cache) before it asks for the next one;
+    a backend may rely on that, and keep a request's concurrency slot until then (see async_bridge.py).
+    """
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -93,6 +97,10 @@ class Teacher(ABC):
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Prompt tokens for an estimate (None when the backend cannot tell without a request)."""
         return None
+
+    def stats(self) -> dict[str, int]:
+        """Counters so far (requests sent, retries, errors by kind), for the progress line and the metrics."""
+        return {}
 
     def close(self) -> None:
         """Release models, connections and threads."""
