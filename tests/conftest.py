@@ -62,8 +62,8 @@ def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conver
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "data" / "train.jsonl", rows(n_train))
     if n_val:
-        write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=10_000))
-    write_jsonl(folder / "data" / "test.jsonl", rows(n_test, offset=20_000))
+        write_jsonl(folder / "data" / "validation.jsonl", rows(n_val, offset=100))
+    write_jsonl(folder / "data" / "test.jsonl", rows(n_test, offset=200))
     spec: dict[str, Any] = {
         "task_type": task_type,
         "teacher": {"model": str(models["teacher"]), "backend": "hf"},

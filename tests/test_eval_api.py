@@ -165,12 +165,12 @@ def test_job_with_an_api_teacher_evaluates_it_over_the_network_with_cost(endpoin
 
 
 def test_recorded_teacher_is_scored_on_quality_when_its_answers_cover_the_test_inputs(tiny_models, tmp_path):
-    test_rows = conversation_rows(2, offset=20_000)
+    test_rows = conversation_rows(2, offset=200)
     recorded = tmp_path / "job" / "recorded.jsonl"
     write_jsonl(recorded, [  # two export forms: chat messages, and a stored completion
-        {"messages": [{"role": "user", "content": "Hello number 20000, how are you?"},
-                      {"role": "assistant", "content": "I am fine, thanks 20000."}]},
-        {"request": {"messages": [{"role": "user", "content": "Hello number 20001, how are you?"}]},
+        {"messages": [{"role": "user", "content": "Hello number 200, how are you?"},
+                      {"role": "assistant", "content": "I am fine, thanks 200."}]},
+        {"request": {"messages": [{"role": "user", "content": "Hello number 201, how are you?"}]},
          "response": {"choices": [{"message": {"role": "assistant", "content": "Fine, thanks."}}]}}])
     spec_path = write_job(tmp_path / "job", tiny_models, name="recorded", n_test=2,
                           teacher={"model": "recorded", "backend": "recorded", "path": str(recorded)},
@@ -178,13 +178,13 @@ def test_recorded_teacher_is_scored_on_quality_when_its_answers_cover_the_test_i
     ctx = _context(spec_path, tmp_path / "ws")
     assert [x.messages[-1]["content"] for x in ctx.examples("test")] == [r["messages"][0]["content"] for r in test_rows]
     summary = run_evaluate(ctx)
-    expected = sacrebleu.corpus_bleu(["I am fine, thanks 20000.", "Fine, thanks."],
-                                     [["I am fine, thanks 20000.", "I am fine, thanks 20001."]]).score
+    expected = sacrebleu.corpus_bleu(["I am fine, thanks 200.", "Fine, thanks."],
+                                     [["I am fine, thanks 200.", "I am fine, thanks 201."]]).score
     assert summary["teacher"]["task_metrics"]["bleu"] == pytest.approx(expected)
     assert summary["teacher"]["latency_mean_s"] is None  # quality only
 
     # a recorded file that misses a test input: not evaluated, with the reason in the report
-    write_jsonl(recorded, [{"prompt": "Hello number 20000, how are you?", "response": "I am fine, thanks 20000."}])
+    write_jsonl(recorded, [{"prompt": "Hello number 200, how are you?", "response": "I am fine, thanks 200."}])
     summary = run_evaluate(ctx)
     assert summary["teacher"]["evaluated"] is False and "do not cover every test input" in summary["teacher"]["reason"]
     run_report(ctx)
