@@ -67,8 +67,8 @@ def _teacher_stage(stage: dict[str, Any]) -> str:
              *[(f"accepted ({split})", fmt(n)) for split, n in accepted.items()],
              ("rejected answers", fmt(stage.get("rejected", 0))),
              ("tokens in / out", f"{fmt(stage.get('prompt_tokens'))} / {fmt(stage.get('completion_tokens'))}")]
-    if stage.get("cost") is not None:
-        facts.append(("cost", fmt(stage.get("cost"))))
+    if stage.get("cost_usd") is not None:
+        facts.append(("teacher cost (USD)", fmt(stage.get("cost_usd"))))
     reasons = stage.get("rejected_by_reason") or {}
     parts = ["<h2>Teacher data</h2>", _table(["", "count"], [[k, v] for k, v in facts], "teacher-stage")]
     parts.append("<h3>Rejected teacher answers by reason</h3>")

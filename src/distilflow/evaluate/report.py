@@ -52,6 +52,8 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
                   f"- Requests: {stage.get('requests', 'n/a')}, failed: {stage.get('failed', 0)}",
                   f"- Accepted rows: {json.dumps(stage.get('accepted', {}))}; rejected answers: {stage.get('rejected', 0)}",
                   f"- Tokens in/out: {stage.get('prompt_tokens', 'n/a')}/{stage.get('completion_tokens', 'n/a')}"]
+        if stage.get("cost_usd") is not None:
+            lines.append(f"- Teacher cost: ${stage['cost_usd']:.4f}")
         lines += [f"- Rejected for `{reason}`: {count}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("")
     train = report.get("training") or {}
