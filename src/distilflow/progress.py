@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from distilflow.jobs import JobStore
 
 _WRITE_EVERY_S = 0.5
+_LOG_EVERY_S = 15.0  # when stderr is not a terminal (a log file), a plain progress line this often
 
 
 class _RateColumn(TextColumn):
@@ -54,6 +55,9 @@ class StageProgress:
             TextColumn("{task.fields[note]}"), console=stderr_console(), transient=False,
         )
         self._task = self._bar.add_task(description, total=total, note="")
+        self._description = description
+        self._plain = not self._bar.console.is_terminal
+        self._last_log = time.monotonic()
 
     def __enter__(self) -> "StageProgress":
         self._bar.start()
@@ -89,8 +93,21 @@ class StageProgress:
         if self.store is not None and self.store.raw_status(self.job) == "canceled":
             raise JobCanceled(f"job {self.job!r} was canceled")
 
+    def _log_plain(self, now: float) -> None:
+        """A live bar is invisible in a log file: write a progress line there now and then instead."""
+        if not self._plain or now - self._last_log < _LOG_EVERY_S:
+            return
+        self._last_log = now
+        task = self._bar.tasks[0]
+        total = f"/{self.total}" if self.total else ""
+        rate = f", {task.speed:.2f}/s" if task.speed else ""
+        eta = f", ETA {task.time_remaining:.0f} s" if task.time_remaining else ""
+        note = f"  {self.message}" if self.message else ""
+        self._bar.console.print(f"{self._description}: {self.done}{total}{rate}{eta}{note}", highlight=False)
+
     def _write(self, force: bool = False) -> None:
         now = time.monotonic()
+        self._log_plain(now)
         if self.store is None or (not force and now - self._last_write < _WRITE_EVERY_S):
             return
         self._last_write = now
