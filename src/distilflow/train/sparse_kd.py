@@ -4,9 +4,10 @@ a tail bucket (see losses.py).
 
 Turning a synthetic row into training targets:
 1. Token ids. The hf teacher stores token ids. API teachers store token strings, mapped to the student's ids:
-   an exact vocabulary entry, `token_id:N` (vLLM's `return_tokens_as_token_ids`), or text that the tokenizer
-   encodes as exactly one token. A string that maps to nothing is unmappable: its probability joins the tail
-   bucket. If most stored tokens are unmappable the teacher uses another tokenizer, and training stops.
+   an exact vocabulary entry, `token_id:N` (vLLM's `return_tokens_as_token_ids`), `bytes:\\x..` or plain text
+   spelled as a byte-level BPE token, or text that the tokenizer encodes as exactly one token (TokenMapper). A
+   string that maps to nothing is unmappable: its probability joins the tail bucket. If most stored tokens are
+   unmappable the teacher uses another tokenizer, and training stops.
 2. Positions. The stored rows are one per token the teacher generated. The row's answer is re-tokenised in the
    student's chat template; the positions align when the answer's tokens there are as many as the stored rows.
    Otherwise, when the teacher's top-1 tokens decode to the answer (greedy decoding), the answer is spelled with
@@ -41,11 +42,19 @@ MAX_UNMAPPABLE = 0.5
 
 
 class TokenMapper:
-    """Teacher token strings -> student token ids (None when unmappable), cached."""
+    """Teacher token strings -> student token ids (None when unmappable), cached.
+
+    Tried in order: an exact vocabulary entry; `token_id:N` (vLLM's return_tokens_as_token_ids); `bytes:\\xNN..`
+    (vLLM's form for partial UTF-8); the token's bytes in byte-level BPE spelling (GPT-2 family: " hi" is "Ġhi");
+    text that the tokenizer encodes as exactly one token.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
         self.tokenizer = tokenizer
         self.vocab = tokenizer.get_vocab()
+        self.byte_spelling = bytes_to_unicode()
         self.cache: dict[str, int | None] = {}
 
     def __call__(self, token: str) -> int | None:
@@ -58,7 +67,17 @@ class TokenMapper:
             return self.vocab[token]
         if token.startswith("token_id:") and token[9:].isdigit():
             return int(token[9:])
-        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if token.startswith("bytes:"):
+            try:
+                raw = token[6:].encode("latin-1").decode("unicode_escape").encode("latin-1")
+            except (UnicodeError, ValueError):
+                return None
+        else:
+            raw = token.encode("utf-8")
+        byte_level = "".join(self.byte_spelling[b] for b in raw)
+        if byte_level in self.vocab:
+            return self.vocab[byte_level]
+        ids = self.tokenizer.encode(token, add_special_tokens=False) if not token.startswith("bytes:") else []
         return ids[0] if len(ids) == 1 else None
 
 
