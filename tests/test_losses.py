@@ -151,6 +151,8 @@ def _sparse_inputs(seed: int = 0):
     ids[0, 2] = -1  # an unmappable token: its mass joins the tail
     ids[1, :] = -1  # a position without stored log-probs (e.g. end of turn): cross-entropy only
     ids[2, 4] = V + 3  # an id beyond the student's vocabulary: tail as well
+    ids[3] = torch.tensor([0, 1, 2, -1, -1])  # token 0 is stored while empty slots exist
+    logprobs[3] = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.1]).log()
     return sh, sw, sb, ids, logprobs, labels
 
 

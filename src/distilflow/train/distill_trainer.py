@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
+from torch.distributed.tensor import DTensor
 from trl.models.utils import _ForwardRedirection
+from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from distilflow.train.losses import DistillSettings, Head, LossTerms, dense_kd_loss, sparse_kd_loss
 
@@ -39,7 +41,11 @@ def lm_head(model: Any) -> Head:
     layer = lm.get_output_embeddings()
     config = lm.config.get_text_config()
     scale = getattr(config, "logit_scale", None)
-    return Head(weight=layer.weight, bias=getattr(layer, "bias", None), scale=1.0 if scale is None else scale,
+    weight, bias = layer.weight, getattr(layer, "bias", None)
+    if isinstance(weight, DTensor):  # FSDP2 shards: gather once (differentiable), not once per chunk
+        weight = weight.full_tensor()
+        bias = bias.full_tensor() if isinstance(bias, DTensor) else bias
+    return Head(weight=weight, bias=bias, scale=1.0 if scale is None else scale,
                 softcap=getattr(config, "final_logit_softcapping", None))
 
 
@@ -81,12 +87,16 @@ class DistillationTrainer(SFTTrainer):
     def _student_loss(self, unwrapped, model_inputs, labels, teacher_hidden, targets, normalizer):
         hidden = last_hidden_state(unwrapped, model_inputs)[:, :-1]  # position j predicts token j + 1
         labels = labels[:, 1:]
-        if teacher_hidden is not None:
-            terms: LossTerms = dense_kd_loss(hidden, lm_head(unwrapped), teacher_hidden[:, :-1],
-                                             lm_head(self.teacher_model), labels, self.distill, normalizer)
-        else:
-            terms = sparse_kd_loss(hidden, lm_head(unwrapped), targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:],
-                                   labels, self.distill, normalizer)
+        layer = causal_lm(unwrapped).get_output_embeddings()
+        # DeepSpeed ZeRO-3 materialises a weight only inside its module's forward: gather the head for the loss.
+        with maybe_gather_lm_head_ctx(layer.weight, getattr(layer, "bias", None)):
+            head = lm_head(unwrapped)
+            if teacher_hidden is not None:
+                terms: LossTerms = dense_kd_loss(hidden, head, teacher_hidden[:, :-1], lm_head(self.teacher_model),
+                                                 labels, self.distill, normalizer)
+            else:
+                terms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:], labels,
+                                       self.distill, normalizer)
         return terms.loss, terms.kd_sum, terms.ce_sum, terms.tokens
 
     def _record_terms(self, mode: str, kd_sum, ce_sum, tokens, inputs) -> None:

@@ -41,6 +41,9 @@ import torch.nn.functional as F
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 # Teacher tail mass below this is treated as this (stored fp16 log-probs can sum to slightly more than 1).
 TAIL_FLOOR = 1e-6
+# A chunk never holds more logits than this (256 MB in fp32 per copy), so large vocabularies get fewer tokens per
+# chunk than `chunk_size` asks for (at 49k: 1,365 tokens; at 152k: 441).
+MAX_CHUNK_LOGITS = 2**26
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class DistillSettings:
     jsd_beta: float = 0.5
     temperature: float = 1.0
     alpha: float = 0.5  # weight of the divergence; 1 - alpha goes to cross-entropy on the labels
-    chunk_size: int = 1024  # tokens per chunk
+    chunk_size: int = 1024  # tokens per chunk (at most MAX_CHUNK_LOGITS // vocabulary)
 
     def __post_init__(self) -> None:
         if self.divergence not in DIVERGENCES:
@@ -125,7 +128,8 @@ def sparse_buckets(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk
     safe_ids = topk_ids.clamp(min=0)
     # Student: its probability of each stored token, and the log of the mass of every other token.
     student_k = student_log_probs.gather(1, safe_ids)
-    member = torch.zeros_like(student_log_probs).scatter_add_(1, safe_ids, valid_k.to(student_log_probs.dtype)) > 0
+    member = torch.zeros(student_log_probs.shape, dtype=torch.uint8, device=student_log_probs.device)
+    member = member.scatter_reduce_(1, safe_ids, valid_k.to(torch.uint8), reduce="amax").bool()  # -1 slots: no mark
     student_tail = torch.logsumexp(student_log_probs.masked_fill(member, float("-inf")), dim=-1, keepdim=True)
     student = torch.cat([torch.where(valid_k, student_k, float("-inf")), student_tail], dim=1)
     # Teacher: stored log-probs, the remaining mass as the tail; tempered and renormalised over the buckets.
@@ -197,8 +201,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                  for t, need in zip((hidden, weight, bias), needs)]
         kd_total = hidden.new_zeros((), dtype=torch.float32)
         ce_total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, hidden.shape[0], settings.chunk_size):
-            rows = slice(start, min(start + settings.chunk_size, hidden.shape[0]))
+        chunk = max(1, min(settings.chunk_size, MAX_CHUNK_LOGITS // weight.shape[0]))
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, min(start + chunk, hidden.shape[0]))
             with torch.enable_grad():
                 leaves = [None if t is None else t.detach().requires_grad_(bool(need) and t.is_floating_point())
                           for t, need in zip((hidden[rows], weight, bias), needs)]
