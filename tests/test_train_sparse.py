@@ -33,13 +33,15 @@ def test_token_strings_map_to_ids_or_join_the_tail(tokenizer):
 
     raw = {v: k for k, v in bytes_to_unicode().items()}[byte_token]
     assert mapper(f"bytes:\\x{raw:02x}") == vocab[byte_token]  # partial UTF-8, as vLLM returns it
+    assert mapper(f"\\x{raw:02x}") == vocab[byte_token]  # ... and as OpenAI returns it
     assert mapper("quick brown fox jumps") is None  # several tokens: unmappable
 
-    top = TopLogprobs(logprobs=[[-0.5, -1.5, -2.0, -3.0]], tokens=[["The", "quick brown fox jumps", "The", " on"]])
+    top = TopLogprobs(logprobs=[[-0.5, -1.5, -2.0, -3.0, -math.inf]],
+                      tokens=[["The", "quick brown fox jumps", "The", " on", ""]])  # "" / -inf: an empty slot
     ids, logprobs, unmappable, total = stored_targets(top, mapper, len(tokenizer))
     assert (unmappable, total) == (1, 4)
     # Two strings naming one id add their probabilities; the unmappable one leaves a -1 slot (its mass: tail).
-    assert ids == [[vocab["The"], vocab["Ġon"], -1, -1]]
+    assert ids == [[vocab["The"], vocab["Ġon"], -1, -1, -1]]
     assert logprobs[0][0] == pytest.approx(math.log(math.exp(-0.5) + math.exp(-2.0)))
     assert logprobs[0][1] == pytest.approx(-3.0)
 

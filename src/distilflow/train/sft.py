@@ -82,10 +82,13 @@ def _bf16_autocast(use_cpu: bool) -> bool:
 
 def logging_callbacks(ctx: "StageContext") -> list:
     """TensorBoard scalars (train/validation loss, distillation terms) under the job's logs/tensorboard."""
-    from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(ctx.paths.logs / "tensorboard")))]
+    callback = TensorBoardCallback()
+    # The callback closes its writer when training ends and opens a new one for the final evaluation: give it the
+    # job's folder (rather than a writer) so that one lands there too, not in checkpoints/runs.
+    callback.logging_dir = str(ctx.paths.logs / "tensorboard")
+    return [callback]
 
 
 def train_sft(ctx: "StageContext") -> dict[str, Any]:

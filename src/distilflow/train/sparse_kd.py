@@ -20,6 +20,8 @@ The end-of-turn tokens after the answer have no stored distribution either: cros
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,14 +41,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Training stops when more than this share of the stored top-K tokens are not in the student's vocabulary.
 MAX_UNMAPPABLE = 0.5
+_ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 
 class TokenMapper:
     """Teacher token strings -> student token ids (None when unmappable), cached.
 
-    Tried in order: an exact vocabulary entry; `token_id:N` (vLLM's return_tokens_as_token_ids); `bytes:\\xNN..`
-    (vLLM's form for partial UTF-8); the token's bytes in byte-level BPE spelling (GPT-2 family: " hi" is "Ġhi");
-    text that the tokenizer encodes as exactly one token.
+    Tried in order: an exact vocabulary entry; `token_id:N` (vLLM's return_tokens_as_token_ids); escaped bytes of
+    partial UTF-8 (vLLM's `bytes:\\xe2\\x80`, OpenAI's `\\xe2\\x80`); the token's bytes in byte-level BPE
+    spelling (GPT-2 family: " hi" is "Ġhi"); text that the tokenizer encodes as exactly one token.
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -67,17 +70,15 @@ class TokenMapper:
             return self.vocab[token]
         if token.startswith("token_id:") and token[9:].isdigit():
             return int(token[9:])
-        if token.startswith("bytes:"):
-            try:
-                raw = token[6:].encode("latin-1").decode("unicode_escape").encode("latin-1")
-            except (UnicodeError, ValueError):
-                return None
+        escaped = token[6:] if token.startswith("bytes:") else token if _ESCAPED_BYTES.fullmatch(token) else None
+        if escaped is not None:  # partial UTF-8: vLLM writes "bytes:\\xe2\\x80", OpenAI "\\xe2\\x80"
+            raw = bytes(int(h, 16) for h in re.findall(r"\\x([0-9a-fA-F]{2})", escaped))
         else:
             raw = token.encode("utf-8")
         byte_level = "".join(self.byte_spelling[b] for b in raw)
         if byte_level in self.vocab:
             return self.vocab[byte_level]
-        ids = self.tokenizer.encode(token, add_special_tokens=False) if not token.startswith("bytes:") else []
+        ids = self.tokenizer.encode(token, add_special_tokens=False) if escaped is None else []
         return ids[0] if len(ids) == 1 else None
 
 
@@ -91,9 +92,11 @@ def stored_targets(top: "TopLogprobs", mapper: TokenMapper, vocab_size: int
         if top.token_ids is not None:
             ids = [int(i) if 0 <= int(i) < vocab_size else None for i in top.token_ids[position]]
         else:
-            ids = [mapper(t) for t in (top.tokens or [])[position]]
+            ids = [mapper(t) if t else None for t in (top.tokens or [])[position]]
         merged: dict[int, float] = {}  # two strings can name one id: their probabilities add up
         for token_id, logprob in zip(ids, logprobs):
+            if logprob == -math.inf:  # an empty slot (the endpoint returned fewer than K)
+                continue
             total += 1
             if token_id is None:
                 unmappable += 1
@@ -108,8 +111,6 @@ def stored_targets(top: "TopLogprobs", mapper: TokenMapper, vocab_size: int
 
 
 def _logaddexp(a: float, b: float) -> float:
-    import math
-
     top = max(a, b)
     return top + math.log(math.exp(a - top) + math.exp(b - top))
 
@@ -143,7 +144,7 @@ def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int
     start = _common_prefix(prompt_ids, full_ids)  # where the completion starts, as TRL's SFT computes it
     answer_ids = _tokens(tokenizer, answer)
     reason = ""
-    if ids is None:
+    if not ids:
         reason = "no_stored_logprobs"
     elif full_ids[start:start + len(answer_ids)] == answer_ids and len(answer_ids) == len(ids):
         pass  # the answer re-tokenises to exactly as many tokens as the teacher generated
