@@ -127,8 +127,11 @@ def main() -> None:
     trl, ours = results["trl"], results["distilflow"]
     memory_ratio = ours["peak_bytes"] / trl["peak_bytes"]
     time_ratio = ours["seconds"] / trl["seconds"]
+    from distilflow.train.losses import MAX_CHUNK_LOGITS
+
+    chunk = max(1, min(args.chunk, MAX_CHUNK_LOGITS // args.vocab))
     print(f"kd loss (generalized JSD, beta 0.5), V={args.vocab:,}, hidden {args.hidden}, {args.tokens:,} tokens, "
-          f"device {args.device}, distilflow chunk {args.chunk} tokens")
+          f"device {args.device}, distilflow chunks of {chunk} tokens")
     for name, r in (("TRL generalized_jsd_loss (full logits)", trl), ("distilflow dense_kd_loss (chunked)", ours)):
         print(f"  {name:<40} peak {r['peak_bytes'] / 2**20:8.0f} MiB   time {r['seconds']:7.3f} s   "
               f"loss {r['loss']:.6f}")

@@ -60,7 +60,7 @@ def train_kd(ctx: "StageContext") -> dict[str, Any]:
     teacher = load_teacher_model(ctx)
     settings = distill_settings(ctx)
     if is_main_process():
-        log.info("kd: %s at temperature %g, alpha %g, %d tokens per loss chunk", settings.divergence,
+        log.info("kd: %s at temperature %g, alpha %g, up to %d tokens per loss chunk", settings.divergence,
                  settings.temperature, settings.alpha, settings.chunk_size)
     return fit(ctx, method="kd", trainer_class=DistillationTrainer, model=model, tokenizer=tokenizer,
                train_dataset=Dataset.from_list(train_rows),

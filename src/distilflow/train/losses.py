@@ -41,9 +41,9 @@ import torch.nn.functional as F
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 # Teacher tail mass below this is treated as this (stored fp16 log-probs can sum to slightly more than 1).
 TAIL_FLOOR = 1e-6
-# A chunk never holds more logits than this (256 MB in fp32 per copy), so large vocabularies get fewer tokens per
-# chunk than `chunk_size` asks for (at 49k: 1,365 tokens; at 152k: 441).
-MAX_CHUNK_LOGITS = 2**26
+# A chunk never holds more logits than this (64 MB per fp32 copy; autograd keeps about ten copies), so large
+# vocabularies get fewer tokens per chunk than `chunk_size` asks for (at 49k: 341 tokens; at 152k: 110).
+MAX_CHUNK_LOGITS = 2**24
 
 
 @dataclass(frozen=True)
