@@ -69,7 +69,11 @@ class Head:
     softcap: float | None = None
 
     def logits(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        out = F.linear(hidden, weight, bias).float()
+        return self.transform(F.linear(hidden, weight, bias))
+
+    def transform(self, linear: torch.Tensor) -> torch.Tensor:
+        """fp32 logits from the projection's output."""
+        out = linear.float()
         if self.scale != 1.0:
             out = out * self.scale
         if self.softcap is not None:
@@ -190,26 +194,29 @@ def _sparse_terms(topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, labels: t
 class _ChunkedHeadLoss(torch.autograd.Function):
     """sum over chunks of (alpha * divergence + (1 - alpha) * cross-entropy), from hidden states and head weights.
 
-    The forward pass computes each chunk's gradient with respect to the hidden states, weight and bias right away
-    and keeps only those (sizes of the inputs), never the chunk's logits; backward scales them.
+    The forward pass computes each chunk's gradient right away and keeps only the gradients (sizes of the inputs),
+    never the chunk's logits; backward scales them. Autograd differentiates the loss with respect to the chunk's
+    projection output (n x V); the projection's own gradients are two matrix products accumulated in place, so no
+    vocabulary-sized weight gradient is allocated per chunk.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, head: Head, terms: ChunkTerms, settings: DistillSettings):
-        needs = ctx.needs_input_grad[:3]
-        grads = [torch.zeros(t.shape, dtype=torch.float32, device=t.device) if need and t is not None else None
-                 for t, need in zip((hidden, weight, bias), needs)]
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_bias = need_bias and bias is not None
+        grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_bias else None
         kd_total = hidden.new_zeros((), dtype=torch.float32)
         ce_total = hidden.new_zeros((), dtype=torch.float32)
         chunk = max(1, min(settings.chunk_size, MAX_CHUNK_LOGITS // weight.shape[0]))
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, min(start + chunk, hidden.shape[0]))
             with torch.enable_grad():
-                leaves = [None if t is None else t.detach().requires_grad_(bool(need) and t.is_floating_point())
-                          for t, need in zip((hidden[rows], weight, bias), needs)]
-                logits = head.logits(*leaves)
-                kd, ce = terms(logits, rows)
-                objective = logits.new_zeros(())
+                linear = F.linear(hidden[rows].detach(), weight.detach(), None if bias is None else bias.detach())
+                linear.requires_grad_(need_hidden or need_weight or need_bias)
+                kd, ce = terms(head.transform(linear), rows)
+                objective = linear.new_zeros((), dtype=torch.float32)
                 if kd is not None:
                     kd_sum = kd.sum()
                     objective = objective + settings.alpha * kd_sum
@@ -218,16 +225,21 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                     ce_sum = ce.sum()
                     objective = objective + (1 - settings.alpha) * ce_sum
                     ce_total += ce_sum.detach()
-                wanted = [(i, leaf) for i, leaf in enumerate(leaves) if leaf is not None and leaf.requires_grad]
-                if wanted and objective.requires_grad:
-                    for (i, _), grad in zip(wanted, torch.autograd.grad(objective, [leaf for _, leaf in wanted])):
-                        if i == 0:
-                            grads[0][rows] += grad
-                        else:
-                            grads[i] += grad
-            del logits, kd, ce, objective
-        ctx.grads = grads
-        ctx.dtypes = [None if t is None else t.dtype for t in (hidden, weight, bias)]
+                grad_linear = torch.autograd.grad(objective, linear)[0] if objective.requires_grad else None
+            del linear, kd, ce, objective
+            if grad_linear is None:
+                continue
+            with torch.autocast(hidden.device.type, enabled=False):
+                if grad_hidden is not None:
+                    grad_hidden[rows] = grad_linear.to(weight.dtype).mm(weight).float()
+                grad_linear = grad_linear.float()
+                if grad_weight is not None:
+                    grad_weight.addmm_(grad_linear.t(), hidden[rows].float())
+                if grad_bias is not None:
+                    grad_bias += grad_linear.sum(0)
+            del grad_linear
+        ctx.grads = [grad_hidden, grad_weight, grad_bias]
+        ctx.dtypes = [hidden.dtype, weight.dtype, None if bias is None else bias.dtype]
         total = settings.alpha * kd_total + (1 - settings.alpha) * ce_total
         ctx.mark_non_differentiable(kd_total, ce_total)
         return total, kd_total, ce_total
