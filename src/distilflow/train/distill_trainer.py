@@ -101,7 +101,7 @@ class DistillationTrainer(SFTTrainer):
 
     def _record_terms(self, mode: str, kd_sum, ce_sum, tokens, inputs) -> None:
         """Per-token divergence and cross-entropy of this micro-batch (all ranks), logged as kd_loss / ce_loss."""
-        gather = self.accelerator.gather_for_metrics
+        gather = self.accelerator.gather  # plain gather: one row per process (gather_for_metrics trims eval remainders)
         sums = gather(torch.stack([kd_sum.float(), ce_sum.float(), tokens.float().to(kd_sum.device)])[None])
         kd, ce, n = sums.reshape(-1, 3).sum(0).tolist()
         if n > 0:
