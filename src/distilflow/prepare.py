@@ -43,6 +43,10 @@ def prepare_inputs(spec: JobSpec) -> PreparedInputs:
                                      spec.evaluation.max_examples)
                 for split, path in spec.data_files().items()}
     hashes = {split: _file_hash(path) for split, path in spec.data_files().items()}
+    if spec.training.method != "sft":  # logit KD needs one tokenizer for teacher and student: refuse before any work
+        from distilflow.train.preflight import check_logit_distillation
+
+        check_logit_distillation(spec)
     return PreparedInputs(task=task, examples=examples, data_hashes=hashes)
 
 

@@ -121,6 +121,7 @@ class TrainingSpec(_Section):
     lr_scheduler: str = "linear"
     seed: int = 42
     packing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     device: str = "auto"
 
 

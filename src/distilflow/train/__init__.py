@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 # training.method -> "module:function"
 METHODS: dict[str, str] = {
     "sft": "distilflow.train.sft:train_sft",
+    "kd": "distilflow.train.kd:train_kd",
+    "sparse_kd": "distilflow.train.sparse_kd:train_sparse_kd",
 }
 
 

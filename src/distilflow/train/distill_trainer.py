@@ -1,0 +1,118 @@
+"""TRL's SFTTrainer with a distillation loss: checkpoints, resume, accelerate (DDP/FSDP/DeepSpeed), logging and
+evaluation come from the Trainer; only `compute_loss` changes.
+
+loss = (alpha * divergence + (1 - alpha) * cross-entropy on the teacher's text) over the label tokens, from the
+student's last hidden states through the chunked losses of losses.py (no full-vocabulary logits). The teacher
+is either a local model run on the same batch (`kd`) or top-K log-probs carried in the batch (`sparse_kd`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import SFTTrainer
+from torch.distributed.tensor import DTensor
+from trl.models.utils import _ForwardRedirection
+from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+from distilflow.train.losses import DistillSettings, Head, LossTerms, dense_kd_loss, sparse_kd_loss
+
+# Batch columns holding stored teacher targets (sparse_kd), [batch, sequence, K]; the target at position j is
+# the teacher's distribution for token j.
+TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
+TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (LoRA layers are injected in place, so they still run)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def last_hidden_state(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """The backbone's output, without the LM head (the losses apply it chunk by chunk)."""
+    return causal_lm(model).base_model(**inputs).last_hidden_state
+
+
+def lm_head(model: Any) -> Head:
+    """The output layer and the logit transforms some families apply after it (Cohere's scale, Gemma's softcap)."""
+    lm = causal_lm(model)
+    layer = lm.get_output_embeddings()
+    config = lm.config.get_text_config()
+    scale = getattr(config, "logit_scale", None)
+    weight, bias = layer.weight, getattr(layer, "bias", None)
+    if isinstance(weight, DTensor):  # FSDP2 shards: gather once (differentiable), not once per chunk
+        weight = weight.full_tensor()
+        bias = bias.full_tensor() if isinstance(bias, DTensor) else bias
+    return Head(weight=weight, bias=bias, scale=1.0 if scale is None else scale,
+                softcap=getattr(config, "final_logit_softcapping", None))
+
+
+class DistillationTrainer(SFTTrainer):
+    def __init__(self, *args: Any, distill: DistillSettings, teacher_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.distill = distill
+        self.teacher_model = teacher_model
+        if teacher_model is not None:
+            teacher_model.to(self.args.device).eval().requires_grad_(False)
+        self._forward_redirection = _ForwardRedirection()
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        labels = inputs["labels"]
+        targets = {k: inputs[k] for k in TARGET_COLUMNS if k in inputs}
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in TARGET_COLUMNS}
+        model_inputs["use_cache"] = False
+        teacher_hidden = None
+        if self.teacher_model is not None:
+            with torch.no_grad():
+                teacher_hidden = last_hidden_state(self.teacher_model, model_inputs)
+        # The whole loss runs inside the (DDP/FSDP) wrapper's forward, so the wrapper sees every parameter used,
+        # the LM head included (the same redirection TRL's own distillation trainer uses).
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss, kd_sum, ce_sum, tokens = self._forward_redirection(
+            model, unwrapped, self._student_loss, unwrapped, model_inputs, labels, teacher_hidden, targets,
+            num_items_in_batch)
+        # As in SFTTrainer: `num_items_in_batch` counts the tokens of every rank and DDP averages gradients.
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        self._record_terms(mode, kd_sum, ce_sum, tokens, inputs)
+        return (loss, None) if return_outputs else loss
+
+    def _student_loss(self, unwrapped, model_inputs, labels, teacher_hidden, targets, normalizer):
+        hidden = last_hidden_state(unwrapped, model_inputs)[:, :-1]  # position j predicts token j + 1
+        labels = labels[:, 1:]
+        layer = causal_lm(unwrapped).get_output_embeddings()
+        # DeepSpeed ZeRO-3 materialises a weight only inside its module's forward: gather the head for the loss.
+        with maybe_gather_lm_head_ctx(layer.weight, getattr(layer, "bias", None)):
+            head = lm_head(unwrapped)
+            if teacher_hidden is not None:
+                terms: LossTerms = dense_kd_loss(hidden, head, teacher_hidden[:, :-1], lm_head(self.teacher_model),
+                                                 labels, self.distill, normalizer)
+            else:
+                terms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:], labels,
+                                       self.distill, normalizer)
+        return terms.loss, terms.kd_sum, terms.ce_sum, terms.tokens
+
+    def _record_terms(self, mode: str, kd_sum, ce_sum, tokens, inputs) -> None:
+        """Per-token divergence and cross-entropy of this micro-batch (all ranks), logged as kd_loss / ce_loss."""
+        gather = self.accelerator.gather  # plain gather: one row per process (gather_for_metrics trims eval remainders)
+        sums = gather(torch.stack([kd_sum.float(), ce_sum.float(), tokens.float().to(kd_sum.device)])[None])
+        kd, ce, n = sums.reshape(-1, 3).sum(0).tolist()
+        if n > 0:
+            if self.distill.alpha > 0:
+                self._metrics[mode]["kd_loss"].append(kd / n)
+            if self.distill.alpha < 1:
+                self._metrics[mode]["ce_loss"].append(ce / n)
+        if mode == "train":  # tokens seen, for tokens/s (SFTTrainer counts them the same way)
+            if "attention_mask" in inputs:
+                local = inputs["attention_mask"].sum()
+            else:
+                local = torch.tensor(inputs["input_ids"].numel(), device=inputs["input_ids"].device)
+            self._total_train_tokens += int(gather(local[None]).sum().item())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
