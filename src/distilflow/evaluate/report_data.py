@@ -152,6 +152,9 @@ def measurement_notes(models: dict[str, dict[str, Any]]) -> list[str]:
             notes.append(f"{label}: {m['note']}.")
         if not m.get("evaluated", True):
             notes.append(f"The {label} was not evaluated: {m.get('reason')}.")
+        if str(m.get("model", "")).endswith(".gguf"):
+            notes.append(f"The {label}'s size on disk is its quantized .gguf file; it runs dequantized, as the "
+                         f"memory figures show. Trained students are saved unquantized (safetensors).")
     notes.append("Intervals are 95% percentile-bootstrap intervals over the test examples (corpus BLEU/chrF "
                  "resample the corpus); n is the number of scored examples.")
     return notes
