@@ -1,6 +1,5 @@
 """The Python API: submit a job that runs in a background process, poll it, stream it, cancel it."""
 
-import os
 import time
 
 import pytest

@@ -17,8 +17,9 @@ from distilflow.errors import DataError
 from distilflow.tasks import Example, RowError, Task
 
 
-def read_examples(path: str | Path, task: Task, split: str, limit: int | None = None) -> list[Example]:
-    """Every row of a JSONL file as an Example; the first bad row stops with file, line and reason."""
+def read_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a user's JSONL file; the first bad line raises
+    DataError naming the file, the line and what is wrong."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -28,43 +29,39 @@ def read_examples(path: str | Path, task: Task, split: str, limit: int | None = 
         handle = path.open("rb")
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
-    examples: list[Example] = []
     with handle:
         for line_no, raw in enumerate(handle, start=1):
+            where = f"{path}, line {line_no}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise DataError(f"{path}, line {line_no}: is not valid UTF-8 text") from None
+                raise DataError(f"{where}: is not valid UTF-8 text") from None
             if not line.strip():
                 continue
-            if limit is not None and len(examples) >= limit:
-                break
-            examples.append(_parse_line(line, line_no, path, task, split))
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield line_no, row
+
+
+def read_examples(path: str | Path, task: Task, split: str, limit: int | None = None) -> list[Example]:
+    """Every row of a JSONL file as an Example; the first bad row stops with file, line and reason."""
+    examples: list[Example] = []
+    for line_no, row in read_json_objects(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        try:
+            messages, reference = task.example_from_row(row)
+        except RowError as error:
+            raise DataError(f"{path}, line {line_no}: {error} (task type {task.name})") from None
+        examples.append(Example(id=f"{split}-{line_no}", messages=messages, reference=reference,
+                                source_file=str(path), source_line=line_no, fields=row))
     if not examples:
         raise DataError(f"{path}: the file is empty (expected one JSON object per line)")
     return examples
-
-
-def _parse_line(line: str, line_no: int, path: Path, task: Task, split: str) -> Example:
-    where = f"{path}, line {line_no}"
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    try:
-        messages, reference = task.example_from_row(row)
-    except RowError as error:
-        raise DataError(f"{where}: {error} (task type {task.name})") from None
-    return Example(
-        id=f"{split}-{line_no}",
-        messages=messages,
-        reference=reference,
-        source_file=str(path),
-        source_line=line_no,
-        fields=row,
-    )
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from distilflow.data import read_json_objects
 from distilflow.errors import DataError, SpecError
 from distilflow.spec import TeacherSpec
 from distilflow.tasks import Message
@@ -69,7 +70,7 @@ class RecordedTeacher(Teacher):
     def _load(self) -> dict[str, list["_Recorded"]]:
         if self._index is None:
             self._index = {}
-            for line_no, row in _read_rows(self.path):
+            for line_no, row in read_json_objects(self.path):
                 try:
                     recorded = _parse_row(row)
                 except ValueError as error:
@@ -85,20 +86,6 @@ class _Recorded:
         self.messages, self.texts = messages, texts
         self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
         self.finish_reasons = finish_reasons or []
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {line_no}: invalid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}")
-            yield line_no, row
 
 
 def _parse_row(row: dict[str, Any]) -> _Recorded:
