@@ -27,6 +27,10 @@ BACKENDS: dict[str, str] = {
 
 def load_teacher(spec: TeacherSpec) -> Teacher:
     target = BACKENDS.get(spec.backend)
+    if spec.backend == "vllm":
+        # An in-process vLLM engine is not built yet; vLLM's own OpenAI-compatible server does the same job.
+        raise SpecError("teacher.backend 'vllm' runs through vLLM's server for now: start `vllm serve MODEL` and use "
+                        "teacher.backend: openai with base_url: http://HOST:8000/v1")
     if target is None:
         raise SpecError(f"teacher.backend {spec.backend!r} is not available yet (available: {', '.join(BACKENDS)})")
     module_name, class_name = target.split(":")
