@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distilflow.errors import SpecError
 
 TaskType = Literal["nli", "conversation", "qa", "math", "summarization"]
-TASK_TYPES: tuple[str, ...] = ("nli", "conversation", "qa", "math", "summarization")
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

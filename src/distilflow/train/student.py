@@ -90,6 +90,3 @@ def _save_pruned(ctx: "StageContext", model, tokenizer, keep: list[int], total: 
     (staging / PRUNING_RECORD).write_text(json.dumps(record, indent=2))
     publish_folder(staging, target)
 
-
-def final_student_ref(ctx: "StageContext") -> Path:
-    return ctx.paths.student_final
