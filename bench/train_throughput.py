@@ -73,9 +73,9 @@ def run_trl(root: Path, model: str, steps: int, batch: int) -> dict:
 
 
 def run_distilflow(root: Path, model: str, steps: int, batch: int) -> dict:
-    from distilflow.data import write_jsonl_atomic
+    from distilflow.io import write_jsonl_atomic
     from distilflow.prepare import prepare_inputs
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
     from distilflow.spec import parse_spec
     from distilflow.train.sft import train_sft
     from distilflow.workspace import Workspace

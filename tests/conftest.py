@@ -37,6 +37,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("DISTILFLOW_HOME", raising=False)
 
 
+def task_scores(task, predictions: list[str], references: list[Any]) -> dict[str, float]:
+    """Every metric of a task on these predictions (the values the worker reports, without intervals)."""
+    return {name: stats.value() for name, stats in task.metric_stats(predictions, references).items()}
+
+
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:

@@ -7,7 +7,7 @@ import pytest
 from conftest import SRC, conversation_rows, write_jsonl
 from distilflow import Client, DistillationJob
 from distilflow.errors import DataError, SpecError
-from distilflow.jobs import pid_alive
+from distilflow.jobs.store import pid_alive
 
 
 @pytest.fixture(autouse=True)

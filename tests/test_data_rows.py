@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import write_jsonl
-from distilflow.data import read_examples
+from distilflow.tasks import read_examples
 from distilflow.errors import DataError
 from distilflow.tasks import get_task
 

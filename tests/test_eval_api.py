@@ -18,10 +18,10 @@ import sacrebleu
 
 from conftest import cli_env, conversation_rows, write_job, write_jsonl
 
-from distilflow.evaluate.report import run_report
-from distilflow.evaluate.runner import run_evaluate
+from distilflow.report import run_report
+from distilflow.evaluate import run_evaluate
 from distilflow.prepare import prepare_inputs
-from distilflow.runner import StageContext
+from distilflow.jobs.context import StageContext
 from distilflow.spec import load_spec
 from distilflow.workspace import Workspace
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from distilflow.evaluate.intervals import bootstrap_interval, bootstrap_scores, intervals_overlap, percentile_bounds
-from distilflow.evaluate.metrics import bleu_stats, chrf_stats, mean_stats
-from distilflow.evaluate.scoring import agreement_stats, score_with_intervals
+from distilflow.metrics.intervals import bootstrap_interval, bootstrap_scores, intervals_overlap, percentile_bounds
+from distilflow.metrics.text import bleu_stats, chrf_stats, mean_stats
+from distilflow.tasks.scoring import agreement_stats, score_with_intervals
 from distilflow.tasks import get_task
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import conversation_rows, run_cli, start_cli, write_job
-from distilflow.teacher_cache import TeacherCache
+from distilflow.teachers.cache import TeacherCache
 from openai_server import OpenAIServer, ServerConfig, answer_for, prompt_of
 
 KEY = "sk-live-TOPSECRET-0123456789abcdef"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli, write_job
-from distilflow.teacher_cache import TeacherCache
+from distilflow.teachers.cache import TeacherCache
 
 
 def test_hf_teacher_stores_token_id_logprobs_and_resumes_from_its_cache(tmp_path, tiny_models):

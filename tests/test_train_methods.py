@@ -12,7 +12,7 @@ from conftest import write_job
 from tiny_models import build_model, build_tokenizer
 
 from distilflow.errors import DistilflowError
-from distilflow.runner import run_job
+from distilflow.jobs.runner import run_job
 from distilflow.spec import load_spec
 from distilflow.workspace import Workspace
 
@@ -109,12 +109,9 @@ def test_student_pruned_from_the_teacher_trains_with_kd_and_is_saved_with_two_la
         config = json.loads((student / folder / "config.json").read_text())
         assert config["num_hidden_layers"] == 2, folder
         assert (student / folder / "tokenizer.json").is_file()
-    from distilflow.runner import StageContext
-    from distilflow.train.student import baseline_student_ref
-
     spec = load_spec(job)
-    ctx = StageContext(spec, Workspace.open(tmp_path / "w"), Workspace.open(tmp_path / "w").job("pruned"), None, None)
-    assert baseline_student_ref(ctx) == str(student / "initial")  # evaluation's baseline: pruned, untrained
+    paths = Workspace.open(tmp_path / "w").job("pruned")
+    assert paths.baseline_student(spec) == str(student / "initial")  # evaluation's baseline: pruned, untrained
 
 
 def test_pruned_copy_keeps_the_chosen_layers_and_generates(tiny_models):

@@ -100,7 +100,7 @@ def test_collator_places_targets_at_their_positions(tokenizer):
 
 def _rewrite_cache_as_strings(workspace, name, tokenizer, garble: bool = False) -> None:
     """Replace the stored token ids by token strings, as an OpenAI-compatible API returns them."""
-    from distilflow.teacher_cache import TeacherCache
+    from distilflow.teachers.cache import TeacherCache
 
     cache = TeacherCache(workspace / "jobs" / name / "cache" / "teacher.sqlite")
     keys = [row[0] for row in cache._db.execute("SELECT key FROM answers")]
@@ -117,7 +117,7 @@ def _rewrite_cache_as_strings(workspace, name, tokenizer, garble: bool = False) 
 
 
 def test_sparse_kd_with_api_style_token_strings(tmp_path, tiny_models, tokenizer):
-    from distilflow.runner import run_job
+    from distilflow.jobs.runner import run_job
     from distilflow.spec import load_spec
     from distilflow.workspace import Workspace
 

@@ -33,7 +33,7 @@ SpecArgument = Annotated[Path, typer.Argument(help="Job spec (YAML).", show_defa
 def _setup_logging(debug: bool) -> None:
     from rich.logging import RichHandler
 
-    from distilflow.progress import stderr_console
+    from distilflow.jobs.progress import stderr_console
 
     handler = RichHandler(console=stderr_console(), show_path=debug, show_time=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
@@ -81,7 +81,7 @@ def _guard(debug: bool, action: Callable[[], Any]) -> Any:
 
 def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None, debug: bool) -> None:
     def action() -> None:
-        from distilflow.runner import run_job
+        from distilflow.jobs.runner import run_job
         from distilflow.spec import load_spec
         from distilflow.workspace import Workspace
 
@@ -111,9 +111,14 @@ def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: Debug
              = False) -> None:
     """Teacher stage: answer every training and validation input (resumes from the cache)."""
     if dry_run:
-        from distilflow.generate import dry_run_text
+        def estimate() -> None:
+            from distilflow.generate.estimate import dry_run_text
+            from distilflow.spec import load_spec
+            from distilflow.workspace import Workspace
 
-        _guard(debug, lambda: typer.echo(dry_run_text(spec, workspace)))
+            typer.echo(dry_run_text(load_spec(spec), Workspace.open(workspace)))
+
+        _guard(debug, estimate)
         return
     _run_stages(spec, workspace, ["generate"], debug)
 
@@ -161,7 +166,7 @@ def evaluate_model(
 
     def action() -> None:
         from distilflow.client import Client
-        from distilflow.evaluate.standalone import describe
+        from distilflow.compare import describe
         from distilflow.tasks import TASKS
 
         if task not in TASKS:

@@ -14,11 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distilflow.errors import DistilflowError, SpecError
-from distilflow.jobs import JobRecord, JobStore, pid_alive
+from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, pid_alive
 from distilflow.spec import JobSpec, describe_validation_error, parse_spec
 from distilflow.workspace import Workspace
-
-TERMINAL_STATUSES = ("completed", "failed", "canceled")
 
 
 class DistillationJob(BaseModel):
@@ -72,7 +70,7 @@ def spawn_job_process(spec_path: Path, workspace: Workspace, log_path: Path) -> 
 
 def cancel_job(store: JobStore, name: str) -> JobRecord:
     record = store.get(name)
-    if record.status in ("completed", "failed", "canceled"):
+    if record.status in TERMINAL_STATUSES:
         return record
     store.set_job_status(name, "canceled", error="canceled by the user", pid=record.pid)
     if record.pid and pid_alive(record.pid) and record.pid != os.getpid():
@@ -97,7 +95,7 @@ class Jobs:
 
     def create_or_update(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
         """Validate the job and its data, record it, and start it in a background process. Returns at once."""
-        from distilflow.runner import register_job
+        from distilflow.jobs.runner import register_job
 
         spec = self._spec(job)
         assert spec.name
@@ -109,12 +107,12 @@ class Jobs:
         register_job(spec, self.workspace)
         paths = self.workspace.job(spec.name)
         store.set_job_status(spec.name, "queued")
-        spawn_job_process(paths.spec, self.workspace, paths.logs / "background.log")
+        spawn_job_process(paths.spec, self.workspace, paths.background_log)
         return store.get(spec.name)
 
     def run(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
         """Run the job in this process until it ends (what `distilflow run` does)."""
-        from distilflow.runner import run_job
+        from distilflow.jobs.runner import run_job
 
         spec = self._spec(job)
         record = run_job(spec, self.workspace)
@@ -177,7 +175,7 @@ class Models:
 
         `model_name` is an HF id, a local folder or a .gguf file; with `base_url` (and `api_key_env`, the NAME
         of the variable holding the key) it is the model name at an OpenAI-compatible endpoint."""
-        from distilflow.evaluate.standalone import Settings, evaluate_model
+        from distilflow.compare import Settings, evaluate_model
 
         target = {"model": model_name, "base_url": base_url, "api_key_env": api_key_env}
         settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
@@ -190,7 +188,7 @@ class Models:
         """Score several models on the same inputs and compare each with the first; writes an HTML report.
 
         Each model is a string (HF id, folder, .gguf) or a dict {"model", "base_url", "api_key_env", "label"}."""
-        from distilflow.evaluate.standalone import Settings, compare_models
+        from distilflow.compare import Settings, compare_models
 
         settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
                             warmup=warmup, bootstrap_samples=bootstrap_samples)

@@ -6,8 +6,6 @@ Every section forbids unknown keys; a misspelt key is reported with the nearest 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distilflow.errors import SpecError
 
-TaskType = Literal["nli", "conversation", "qa", "math", "summarization"]
+# The one list of each name; everything else reads these.
+TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization")
+TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
+MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
+ModelLabel = Literal[MODEL_LABELS]  # type: ignore[valid-type]
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -46,6 +48,13 @@ class TeacherSpec(_Section):
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call for a local teacher")
     # Recorded completions
     path: str | None = Field(None, description="JSONL of recorded prompt/response pairs (backend: recorded)")
+
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """Dollars for these tokens at this teacher's prices (None when no price is given)."""
+        if self.price_per_million_input_tokens is None and self.price_per_million_output_tokens is None:
+            return None
+        return (prompt_tokens * (self.price_per_million_input_tokens or 0.0)
+                + completion_tokens * (self.price_per_million_output_tokens or 0.0)) / 1e6
 
     @field_validator("api_key_env")
     @classmethod
@@ -129,9 +138,7 @@ class EvaluationSpec(_Section):
     max_examples: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1, description="batch size of the throughput measurement")
     warmup: int = Field(1, ge=0, description="answers generated and discarded before timing")
-    models: list[Literal["teacher", "baseline", "distilled"]] = Field(
-        default_factory=lambda: ["teacher", "baseline", "distilled"]
-    )
+    models: list[ModelLabel] = Field(default_factory=lambda: list(MODEL_LABELS))
     device: str = "auto"
     bootstrap_samples: int = Field(1000, ge=0)
     examples_in_report: int = Field(5, ge=0)
@@ -186,9 +193,6 @@ class JobSpec(_Section):
     def public_dict(self) -> dict[str, Any]:
         """The resolved spec as stored in the workspace (it holds no secrets by construction)."""
         return self.model_dump(mode="json", exclude_none=True)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.public_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----- loading -------------------------------------------------------------------------------

@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distilflow.spec import JobSpec
 
 DEFAULT_WORKSPACE = "distilflow-runs"
+# One model's evaluation results: these two files in its folder (a job's eval/LABEL/ or a comparison's run folder).
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
 
 
 def resolve_workspace(workspace: str | Path | None) -> Path:
@@ -17,6 +24,8 @@ def resolve_workspace(workspace: str | Path | None) -> Path:
 
 @dataclass(frozen=True)
 class JobPaths:
+    """Every file and folder of one job: the only place their names are spelled."""
+
     root: Path
 
     @property
@@ -64,15 +73,49 @@ class JobPaths:
         return self.student / "final"
 
     @property
+    def train_log(self) -> Path:
+        return self.student / "train_log.json"
+
+    @property
+    def checkpoint_stamp(self) -> Path:
+        """The train-stage fingerprint the checkpoints belong to (other settings: start over)."""
+        return self.checkpoints / "distilflow_train_fingerprint"
+
+    def baseline_student(self, spec: "JobSpec") -> str:
+        """The student before distillation: the model as given, or its pruned copy saved by the train stage."""
+        initial = self.student_initial
+        if spec.student.prune is not None and (initial / "config.json").exists():
+            return str(initial)
+        return spec.student.model
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
 
     def eval_model(self, label: str) -> Path:
         return self.eval / label
 
+    def eval_metrics(self, label: str) -> Path:
+        return self.eval_model(label) / METRICS_FILE
+
+    def eval_predictions(self, label: str) -> Path:
+        return self.eval_model(label) / PREDICTIONS_FILE
+
+    @property
+    def agreement(self) -> Path:
+        return self.eval / "agreement.json"
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.logs / "tensorboard"
+
+    @property
+    def background_log(self) -> Path:
+        return self.logs / "background.log"
 
     @property
     def report_md(self) -> Path:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from distilflow.evaluate.local_model import last_user_text
+from distilflow.evaluate.local import last_user_text
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 
 def evaluate_recorded(ctx: "StageContext", config: dict[str, Any]) -> dict[str, Any] | None:
     """Score the recorded answers to the test inputs; None when some test input has no recorded answer."""
     from distilflow.errors import DistilflowError
     from distilflow.evaluate.worker import finish
-    from distilflow.generate import generation_params, teacher_messages
+    from distilflow.teachers.requests import generation_params, teacher_messages
     from distilflow.teachers import TeacherAnswer, TeacherRequest
     from distilflow.teachers.recorded import RecordedTeacher
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distilflow.data import write_json_atomic, write_jsonl_atomic
+from distilflow.io import write_json_atomic, write_jsonl_atomic
 from distilflow.errors import DistilflowError
 
 # Config keys copied into metrics.json (never a key: only the NAME of its variable is ever in a config).
@@ -27,7 +27,7 @@ def _emit(**event: Any) -> None:
 
 def finish(config: dict[str, Any], predictions: list[dict[str, Any]], figures: dict[str, Any]) -> dict[str, Any]:
     """Score the predictions (with bootstrap intervals) and write predictions.jsonl and metrics.json."""
-    from distilflow.evaluate.scoring import score_with_intervals
+    from distilflow.tasks.scoring import score_with_intervals
     from distilflow.tasks import get_task
 
     task = get_task(config["task_type"])
@@ -57,11 +57,11 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
         _emit(progress=done, total=total)
 
     if config.get("kind") == "api":
-        from distilflow.evaluate.api_model import evaluate_api
+        from distilflow.evaluate.api import evaluate_api
 
         predictions, figures = evaluate_api(config, progress)
     else:
-        from distilflow.evaluate.local_model import evaluate_local
+        from distilflow.evaluate.local import evaluate_local
 
         predictions, figures = evaluate_local(config, progress)
     return finish(config, predictions, figures)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from distilflow.errors import SpecError
+from distilflow.spec import TASK_TYPES
 from distilflow.tasks.base import Example, Message, RowError, Task
 from distilflow.tasks.conversation import ConversationTask
 from distilflow.tasks.math import MathTask
 from distilflow.tasks.nli import NliTask
 from distilflow.tasks.qa import QaTask
+from distilflow.tasks.rows import read_examples
 from distilflow.tasks.summarization import SummarizationTask
 
 TASKS: dict[str, type[Task]] = {
     task.name: task for task in (NliTask, ConversationTask, QaTask, MathTask, SummarizationTask)
 }
+assert set(TASKS) == set(TASK_TYPES), "spec.TASK_TYPES and the task classes must name the same tasks"
 
 
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]()
     except KeyError:
-        raise ValueError(f"unknown task type {name!r} (known: {', '.join(TASKS)})") from None
+        raise SpecError(f"unknown task type {name!r} (known: {', '.join(TASK_TYPES)})") from None
 
 
-__all__ = ["Example", "Message", "RowError", "Task", "TASKS", "get_task"]
+__all__ = ["Example", "Message", "RowError", "Task", "TASKS", "get_task", "read_examples"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from distilflow.evaluate.metrics import MetricStats
+    from distilflow.metrics.text import MetricStats
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
@@ -33,7 +33,6 @@ class Example:
     reference: Any = None
     source_file: str = ""
     source_line: int = 0
-    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -105,9 +104,6 @@ class Task:
     def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, "MetricStats"]:
         """Per-example statistics of every metric in `metric_names` (scores and bootstrap intervals come from them)."""
         raise NotImplementedError
-
-    def score(self, predictions: list[str], references: list[Any]) -> dict[str, float]:
-        return {name: stats.value() or 0.0 for name, stats in self.metric_stats(predictions, references).items()}
 
     def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
         """Per-example values of the primary metric (for confidence intervals)."""

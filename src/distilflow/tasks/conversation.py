@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.metrics import MetricStats, bleu_stats, chrf_stats, sentence_bleu
+from distilflow.metrics.text import MetricStats, bleu_stats, chrf_stats, sentence_bleu
 from distilflow.tasks.base import Message, RowError, Task
 
 

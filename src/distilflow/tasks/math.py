@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from distilflow.evaluate.metrics import MetricStats, mean_stats
+from distilflow.metrics.text import MetricStats, mean_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT = "{question}\n\nSolve the problem step by step, then give the final answer on its own line as '#### <number>'."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from distilflow.evaluate.metrics import MetricStats, mean_stats
+from distilflow.metrics.text import MetricStats, mean_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 LABELS = ("entailment", "neutral", "contradiction")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.metrics import MetricStats, bleu_stats, chrf_stats, rouge, rouge_stats
+from distilflow.metrics.text import MetricStats, bleu_stats, chrf_stats, rouge, rouge_stats
 from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
 
 PROMPT = "Summarize the following text in one or two sentences.\n\n{document}"

@@ -1,19 +1,19 @@
-"""Teacher backends behind one protocol, imported lazily so optional engines are needed only when used."""
+"""Teacher backends behind one protocol, imported lazily so optional engines are needed only when used; the
+teacher cache (answers keyed by request fingerprint) and the request builder that every stage shares."""
 
 from __future__ import annotations
 
 import importlib
 
 from distilflow.errors import SpecError
+from distilflow.models import GenerationParams, TopLogprobs
 from distilflow.spec import TeacherSpec
 from distilflow.teachers.base import (
-    GenerationParams,
     Teacher,
     TeacherAnswer,
     TeacherFailure,
     TeacherRequest,
     TeacherResult,
-    TopLogprobs,
     request_fingerprint,
 )
 

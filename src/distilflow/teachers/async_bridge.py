@@ -19,7 +19,6 @@ from typing import Any
 from distilflow.teachers.base import TeacherRequest, TeacherResult
 
 _DONE = object()
-_POLL_S = 0.25  # how often the waiting consumer checks should_stop()
 # Two busy threads hand results back and forth; with Python's default 5 ms GIL switch interval each hand-off
 # can wait that long, which adds to every slot's hold time (measured: ~3% fewer answers/s at C=64, L=0.2 s).
 _SWITCH_INTERVAL_S = 0.001
@@ -39,7 +38,6 @@ def answer_concurrently(
     requests: Sequence[TeacherRequest],
     ask: Callable[[TeacherRequest], Awaitable[TeacherResult]],
     max_concurrency: int,
-    should_stop: Callable[[], bool] = lambda: False,
     on_start: Callable[[], Awaitable[Any]] | None = None,
     on_finish: Callable[[], Awaitable[Any]] | None = None,
 ) -> Iterator[TeacherResult]:
@@ -49,46 +47,71 @@ def answer_concurrently(
     it raises stops everything and is re-raised here. `on_start`/`on_finish` run on the loop (to open and
     close clients that must live on it).
     """
-    results: queue.Queue[Any] = queue.Queue()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(max_concurrency)
-        state["loop"], state["stopping"] = loop, asyncio.Event()
-        state["main"] = asyncio.current_task()
-        ready.set()
-
-        def release() -> None:
-            try:
-                loop.call_soon_threadsafe(slots.release)
-            except RuntimeError:  # every request is done and the loop has closed: nothing waits for a slot
-                pass
-
-        async def one(request: TeacherRequest) -> None:
-            try:
-                result = await ask(request)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as error:  # noqa: BLE001 - handed to the consumer thread
-                results.put(_Raised(error))
-                state["stopping"].set()
+    bridge = _Bridge(requests, ask, max_concurrency, on_start, on_finish)
+    thread = threading.Thread(target=bridge.run, name="teacher-requests", daemon=True)
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous_interval, _SWITCH_INTERVAL_S))
+    thread.start()
+    bridge.ready.wait()
+    try:
+        while True:
+            item = bridge.results.get()
+            if item is _DONE:
                 return
-            results.put((result, release))
+            if isinstance(item, _Raised):
+                raise item.error
+            result, release = item
+            yield result
+            # The consumer is back for more: the previous result is durable, its slot may go to a new request.
+            release()
+    finally:
+        bridge.shutdown(thread)
+        sys.setswitchinterval(previous_interval)
 
+
+class _Bridge:
+    """The background side: an event loop that keeps up to `max_concurrency` requests in flight and hands each
+    result, with the function that frees its slot, to the consumer through a thread-safe queue."""
+
+    def __init__(self, requests: Sequence[TeacherRequest], ask: Callable[[TeacherRequest], Awaitable[TeacherResult]],
+                 max_concurrency: int, on_start: Callable[[], Awaitable[Any]] | None,
+                 on_finish: Callable[[], Awaitable[Any]] | None) -> None:
+        self.requests, self.ask, self.max_concurrency = requests, ask, max_concurrency
+        self.on_start, self.on_finish = on_start, on_finish
+        self.results: queue.Queue[Any] = queue.Queue()
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.main_task: asyncio.Task[Any] | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as error:  # noqa: BLE001
+            self.results.put(_Raised(error))
+        finally:
+            self.ready.set()
+            self.results.put(_DONE)
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopping, self.main_task = asyncio.Event(), asyncio.current_task()
+        slots = asyncio.Semaphore(self.max_concurrency)
+        self.ready.set()
         tasks: set[asyncio.Task[None]] = set()
         try:
-            if on_start is not None:
-                await on_start()
-            ramp_step = min(_RAMP_STEP_S, _RAMP_TOTAL_S / max_concurrency)
-            for index, request in enumerate(requests):
+            if self.on_start is not None:
+                await self.on_start()
+            ramp_step = min(_RAMP_STEP_S, _RAMP_TOTAL_S / self.max_concurrency)
+            for index, request in enumerate(self.requests):
                 await slots.acquire()  # released by the consumer once it is done with the result
-                if state["stopping"].is_set():
+                if self.stopping.is_set():
                     break
-                if 0 < index < max_concurrency:
+                if 0 < index < self.max_concurrency:
                     await asyncio.sleep(ramp_step)
-                task = asyncio.create_task(one(request))
+                task = asyncio.create_task(self._one(request, slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if tasks:
@@ -98,59 +121,39 @@ def answer_concurrently(
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            if on_finish is not None:
-                await on_finish()
+            if self.on_finish is not None:
+                await self.on_finish()
 
-    def run() -> None:
+    async def _one(self, request: TeacherRequest, slots: asyncio.Semaphore) -> None:
         try:
-            asyncio.run(main())
+            result = await self.ask(request)
         except asyncio.CancelledError:
-            pass
-        except BaseException as error:  # noqa: BLE001
-            results.put(_Raised(error))
-        finally:
-            ready.set()
-            results.put(_DONE)
+            raise
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer thread
+            self.results.put(_Raised(error))
+            assert self.stopping is not None
+            self.stopping.set()
+            return
+        self.results.put((result, lambda: self._release(slots)))
 
-    thread = threading.Thread(target=run, name="teacher-requests", daemon=True)
-    previous_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous_interval, _SWITCH_INTERVAL_S))
-    thread.start()
-    ready.wait()
-    try:
-        while True:
-            try:
-                item = results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if should_stop():
-                    return
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, _Raised):
-                raise item.error
-            result, release = item
-            yield result
-            # The consumer is back for more: the previous result is durable, its slot may go to a new request.
-            release()
-            if should_stop():
-                return
-    finally:
-        _shutdown(state, thread)
-        sys.setswitchinterval(previous_interval)
-
-
-def _shutdown(state: dict[str, Any], thread: threading.Thread) -> None:
-    loop: asyncio.AbstractEventLoop | None = state.get("loop")
-    if loop is not None and thread.is_alive():
-        def cancel() -> None:
-            state["stopping"].set()
-            main = state.get("main")
-            if main is not None:
-                main.cancel()
-
+    def _release(self, slots: asyncio.Semaphore) -> None:
         try:
-            loop.call_soon_threadsafe(cancel)
-        except RuntimeError:  # the loop has already closed
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(slots.release)
+        except RuntimeError:  # every request is done and the loop has closed: nothing waits for a slot
             pass
-    thread.join(30)
+
+    def shutdown(self, thread: threading.Thread) -> None:
+        """Cancel what is still in flight (the consumer stopped early or failed) and wait for the loop to end."""
+        if self.loop is not None and thread.is_alive():
+            def cancel() -> None:
+                assert self.stopping is not None
+                self.stopping.set()
+                if self.main_task is not None:
+                    self.main_task.cancel()
+
+            try:
+                self.loop.call_soon_threadsafe(cancel)
+            except RuntimeError:  # the loop has already closed
+                pass
+        thread.join(30)

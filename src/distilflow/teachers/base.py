@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from distilflow.tasks import Message
+from distilflow.fingerprint import digest
+from distilflow.models.generation import GenerationParams, TopLogprobs
+from distilflow.models.prompts import Message
 
 # Bump when the way requests are built changes, so old cached answers are not reused for new prompts.
 PROMPT_TEMPLATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    num_samples: int = 1
-    seed: int | None = 0
-    stop: tuple[str, ...] = ()
-    top_logprobs: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["stop"] = list(self.stop)
-        return data
 
 
 @dataclass
 class TeacherRequest:
     key: str  # fingerprint of everything that determines the answer; the cache key
     messages: list[Message]
-
-
-@dataclass
-class TopLogprobs:
-    """Top-K log-probabilities per generated position of one sample (K columns per row).
-
-    `token_ids` index the teacher tokenizer's vocabulary; `tokens` hold the token strings where the
-    backend returns strings only (APIs), to be mapped to ids later.
-    """
-
-    logprobs: list[list[float]]
-    token_ids: list[list[int]] | None = None
-    tokens: list[list[str]] | None = None
 
 
 @dataclass
@@ -90,9 +61,8 @@ class Teacher(ABC):
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TeacherResult]:
-        """Answer every request; yield results as they complete. Stop early when `should_stop()`."""
+        """Answer every request; yield results as they complete (the consumer stops early by closing the iterator)."""
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Prompt tokens for an estimate (None when the backend cannot tell without a request)."""
@@ -114,4 +84,4 @@ def request_fingerprint(teacher_identity: dict[str, Any], messages: list[Message
         "params": params.as_dict(),
         "template_version": PROMPT_TEMPLATE_VERSION,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return digest(payload, length=None)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from distilflow.local_generate import generate_batch, render_prompt
-from distilflow.models import load_causal_lm, load_tokenizer, model_revision
+from distilflow.models import Message, generate_batch, load_causal_lm, load_tokenizer, model_revision, render_chat
 from distilflow.spec import TeacherSpec
-from distilflow.tasks import Message
 from distilflow.teachers.base import GenerationParams, Teacher, TeacherAnswer, TeacherRequest, TeacherResult
 
 
@@ -35,20 +33,17 @@ class HFTeacher(Teacher):
         return self._model
 
     def count_tokens(self, messages: list[Message]) -> int | None:
-        return len(self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(render_chat(self.tokenizer, messages), add_special_tokens=False)["input_ids"])
 
     def generate(
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TeacherResult]:
         # Sorting by prompt length keeps padding (wasted compute) low inside each batch.
         ordered = sorted(requests, key=lambda r: sum(len(m["content"]) for m in r.messages))
         size = self.spec.batch_size
         for start in range(0, len(ordered), size):
-            if should_stop():
-                return
             batch = ordered[start:start + size]
             outputs = generate_batch(self.model, self.tokenizer, [r.messages for r in batch], params)
             for request, output in zip(batch, outputs):

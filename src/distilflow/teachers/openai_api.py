@@ -18,12 +18,12 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from distilflow.errors import DistilflowError, SpecError
 from distilflow.spec import TeacherSpec
-from distilflow.tasks import Message
+from distilflow.models import Message
 from distilflow.teachers.async_bridge import answer_concurrently
 from distilflow.teachers.base import (
     GenerationParams,
@@ -122,7 +122,6 @@ class OpenAITeacher(Teacher):
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TeacherResult]:
         self._secret = self._api_key()
         spec = self.spec
@@ -142,7 +141,7 @@ class OpenAITeacher(Teacher):
             return await self._ask(holder["client"], request, params, rpm, tpm)
 
         try:
-            yield from answer_concurrently(requests, ask, spec.max_concurrency, should_stop, start, finish)
+            yield from answer_concurrently(requests, ask, spec.max_concurrency, start, finish)
         finally:
             self._secret = None
 

@@ -15,16 +15,16 @@ failure with its reason, and every answer goes through the same validation as a 
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from distilflow.data import read_json_objects
 from distilflow.errors import DataError, SpecError
+from distilflow.fingerprint import file_digest
+from distilflow.io import read_json_objects
+from distilflow.models import Message
 from distilflow.spec import TeacherSpec
-from distilflow.tasks import Message
 from distilflow.teachers.base import (
     GenerationParams,
     Teacher,
@@ -45,19 +45,15 @@ class RecordedTeacher(Teacher):
 
     def identity(self) -> dict[str, Any]:
         # The file's content decides the answers: an edited recording gives new cache keys.
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        return {"backend": "recorded", "path": str(self.path), "sha256": digest}
+        return {"backend": "recorded", "path": str(self.path), "sha256": file_digest(self.path)}
 
     def generate(
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TeacherResult]:
         index = self._load()
         for request in requests:
-            if should_stop():
-                return
             found = _lookup(index, request.messages)
             if found is None:
                 yield TeacherFailure(request.key, f"no recorded response for this prompt in {self.path.name}")

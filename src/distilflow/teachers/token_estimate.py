@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from distilflow.tasks import Message
+from distilflow.models import Message
 
 # Chat formats add a few tokens per message (role markers, separators).
 TOKENS_PER_MESSAGE = 4

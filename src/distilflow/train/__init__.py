@@ -6,7 +6,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
+    from distilflow.spec import JobSpec
 
 # training.method -> "module:function"
 METHODS: dict[str, str] = {
@@ -25,3 +26,10 @@ def run_train(ctx: "StageContext") -> dict[str, Any]:
         raise SpecError(f"training.method {method!r} is not available yet (available: {', '.join(METHODS)})")
     module, function = target.split(":")
     return getattr(importlib.import_module(module), function)(ctx)
+
+
+def preflight(spec: "JobSpec") -> None:
+    """Checks that need no teacher answer: logit methods need one tokenizer for teacher and student."""
+    from distilflow.train.compatibility import check_logit_distillation
+
+    check_logit_distillation(spec)

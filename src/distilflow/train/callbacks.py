@@ -10,8 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from distilflow.data import write_json_atomic
-from distilflow.progress import StageProgress
+from distilflow.io import write_json_atomic
+from distilflow.jobs.progress import StageProgress
 
 
 class ProgressCallback(TrainerCallback):

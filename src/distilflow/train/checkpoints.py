@@ -1,8 +1,7 @@
-"""Finding the checkpoint to resume from, and publishing the final model atomically."""
+"""Finding the checkpoint to resume from."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -32,14 +31,3 @@ def latest_checkpoint(folder: Path) -> str | None:
     checkpoints = complete_checkpoints(folder)
     return str(checkpoints[-1]) if checkpoints else None
 
-
-def publish_folder(staging: Path, target: Path) -> None:
-    """Replace `target` by the fully written `staging` folder (rename is atomic on one file system)."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)

@@ -11,13 +11,13 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from distilflow.runner import is_main_process
+from distilflow.dist import is_main_process
 from distilflow.train.checkpoints import latest_checkpoint, remove_incomplete_checkpoints
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,9 @@ def prepare_checkpoint_folder(ctx: "StageContext") -> None:
     """Drop checkpoints a kill cut short, and all checkpoints of a training with other inputs or settings."""
     import shutil
 
-    from distilflow.prepare import stage_fingerprints
-
     folder = ctx.paths.checkpoints
-    stamp = folder / "distilflow_train_fingerprint"
-    fingerprint = stage_fingerprints(ctx.spec, ctx.inputs.data_hashes)["train"]
+    stamp = ctx.paths.checkpoint_stamp
+    fingerprint = ctx.fingerprints["train"]
     if folder.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
         if any(folder.iterdir()):
             log.info("training inputs or settings changed: starting over (old checkpoints removed)")
@@ -70,7 +68,7 @@ def fit(ctx: "StageContext", *, method: str, trainer_class: type, model: Any, to
 
     progress_context = ctx.progress("train", None, f"training student ({method})") if main else contextlib.nullcontext()
     with progress_context as progress:
-        callbacks = [ProgressCallback(progress, ctx.paths.student / "train_log.json"), *logging_callbacks(ctx)] \
+        callbacks = [ProgressCallback(progress, ctx.paths.train_log), *logging_callbacks(ctx)] \
             if main else []
         trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                 processing_class=tokenizer, callbacks=callbacks, peft_config=lora_config(ctx),

@@ -13,12 +13,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from distilflow.errors import StageError
-from distilflow.runner import is_main_process
+from distilflow.dist import is_main_process
 from distilflow.train.losses import DistillSettings
 from distilflow.train.student import load_student
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def train_kd(ctx: "StageContext") -> dict[str, Any]:
 
     from distilflow.train.distill_trainer import DistillationTrainer
     from distilflow.train.fit import fit
-    from distilflow.train.preflight import check_logit_distillation
+    from distilflow.train.compatibility import check_logit_distillation
     from distilflow.train.sft import prompt_completion_rows
 
     check_logit_distillation(ctx.spec)

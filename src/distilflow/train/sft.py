@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import tempfile
 from typing import TYPE_CHECKING, Any
 
-from distilflow.data import iter_jsonl
+from distilflow.io import iter_jsonl
 from distilflow.errors import StageError
-from distilflow.runner import is_main_process
-from distilflow.train.checkpoints import publish_folder
+from distilflow.dist import is_main_process
+from distilflow.io import atomic_folder
 from distilflow.train.student import load_student
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def logging_callbacks(ctx: "StageContext") -> list:
     callback = TensorBoardCallback()
     # The callback closes its writer when training ends and opens a new one for the final evaluation: give it the
     # job's folder (rather than a writer) so that one lands there too, not in checkpoints/runs.
-    callback.logging_dir = str(ctx.paths.logs / "tensorboard")
+    callback.logging_dir = str(ctx.paths.tensorboard)
     return [callback]
 
 
@@ -113,17 +112,12 @@ def save_final_model(ctx: "StageContext", model, tokenizer) -> None:
     LoRA adapters are merged into the model when training.lora.merge (a plain HF model, the default); otherwise
     the folder holds the adapter, which transformers loads on top of its base model.
     """
-    from pathlib import Path
-
     from accelerate.utils import is_peft_model
 
     lora = ctx.spec.training.lora
     if is_peft_model(model) and (lora is None or lora.merge):
         model = model.merge_and_unload()
-    final = ctx.paths.student_final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".final.", dir=final.parent))
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(staging)
-    publish_folder(staging, final)
+    with atomic_folder(ctx.paths.student_final) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(staging)

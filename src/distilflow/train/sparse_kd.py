@@ -26,17 +26,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from distilflow.data import iter_jsonl
+from distilflow.io import iter_jsonl
 from distilflow.errors import DistilflowError, StageError
-from distilflow.runner import is_main_process
-from distilflow.teacher_cache import TeacherCache
+from distilflow.dist import is_main_process
+from distilflow.teachers.cache import TeacherCache
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
-from distilflow.train.preflight import SFT_HINT
+from distilflow.train.compatibility import SFT_HINT
 from distilflow.train.student import load_student
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
-    from distilflow.teachers.base import TopLogprobs
+    from distilflow.jobs.context import StageContext
+    from distilflow.models import TopLogprobs
 
 log = logging.getLogger(__name__)
 # Training stops when more than this share of the stored top-K tokens are not in the student's vocabulary.
@@ -253,7 +253,7 @@ def train_sparse_kd(ctx: "StageContext") -> dict[str, Any]:
     from distilflow.train.distill_trainer import DistillationTrainer
     from distilflow.train.fit import fit
     from distilflow.train.kd import distill_settings
-    from distilflow.train.preflight import check_logit_distillation
+    from distilflow.train.compatibility import check_logit_distillation
 
     check_logit_distillation(ctx.spec)
     if ctx.spec.training.packing:

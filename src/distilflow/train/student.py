@@ -9,26 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.models import load_causal_lm, load_tokenizer, model_revision
-from distilflow.train.checkpoints import publish_folder
+from distilflow.io import atomic_folder
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 log = logging.getLogger(__name__)
 PRUNING_RECORD = "distilflow_pruning.json"
-
-
-def baseline_student_ref(ctx: "StageContext") -> str:
-    """The student before distillation: the model as given, or its pruned copy saved by the train stage."""
-    initial = ctx.paths.student_initial
-    if ctx.spec.student.prune is not None and (initial / "config.json").exists():
-        return str(initial)
-    return ctx.spec.student.model
 
 
 def _pruning_record(ctx: "StageContext") -> dict[str, Any]:
@@ -78,15 +69,12 @@ def load_student(ctx: "StageContext", device: str, *, save: bool = True):
 
 
 def _save_pruned(ctx: "StageContext", model, tokenizer, keep: list[int], total: int) -> None:
-    target = ctx.paths.student_initial
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".initial.", dir=target.parent))
-    model.save_pretrained(staging, safe_serialization=True)
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # the saved baseline is used for generation
-    tokenizer.save_pretrained(staging)
-    tokenizer.padding_side = padding_side
-    record = {"record": _pruning_record(ctx), "kept_layers": keep, "source_layers": total}
-    (staging / PRUNING_RECORD).write_text(json.dumps(record, indent=2))
-    publish_folder(staging, target)
+    with atomic_folder(ctx.paths.student_initial) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        padding_side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # the saved baseline is used for generation
+        tokenizer.save_pretrained(staging)
+        tokenizer.padding_side = padding_side
+        record = {"record": _pruning_record(ctx), "kept_layers": keep, "source_layers": total}
+        (staging / PRUNING_RECORD).write_text(json.dumps(record, indent=2))
 

@@ -6,25 +6,18 @@ so later loads take a second instead of ~20 s.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from distilflow.errors import DistilflowError
+from distilflow.fingerprint import stat_digest
+from distilflow.io import atomic_folder
+from distilflow.models.prompts import CHATML_TEMPLATE
 
 log = logging.getLogger(__name__)
-
-# Used when a tokenizer has no chat template of its own (base models, hand-made test tokenizers).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 def cache_home() -> Path:
     return Path(os.environ.get("DISTILFLOW_CACHE", Path.home() / ".cache" / "distilflow"))
@@ -75,8 +68,7 @@ def local_model_dir(ref: str) -> str:
 def _converted_gguf(path: Path) -> Path:
     if not path.is_file():
         raise DistilflowError(f"GGUF file not found: {path}")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = stat_digest(path)
     target = cache_home() / "gguf" / f"{path.stem}-{key}"
     if (target / "config.json").exists():
         return target
@@ -94,19 +86,9 @@ def _converted_gguf(path: Path) -> Path:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict(), strict=False)
     plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if (target / "config.json").exists():  # another process won the race
-            return target
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -157,16 +139,18 @@ def _not_found_message(ref: str, error: Exception) -> str:
 
 
 def model_revision(ref: str) -> str:
-    """Something that changes when local weights change, so caches never serve answers of a replaced model."""
+    """Something that changes when the weights change, so caches never serve answers of a replaced model: a local
+    file's or folder's size and modification times, a hub model's resolved commit (from the local HF cache)."""
     path = Path(resolve_model_ref(ref))
-    if path.is_file():
-        stat = path.stat()
-        return f"{stat.st_size}-{stat.st_mtime_ns}"
-    if path.is_dir():
-        stamps = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                        for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
-        return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
-    return "hub"
+    if path.exists():
+        return stat_digest(path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = snapshot_download(ref, local_files_only=True)  # .../snapshots/<commit>; no network
+    except Exception:  # noqa: BLE001 - not a repo id, not cached: loading will say so
+        return "hub"
+    return f"hub@{Path(snapshot).name}"
 
 
 def parameter_count(model: Any) -> int:

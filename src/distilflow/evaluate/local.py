@@ -34,9 +34,8 @@ def last_user_text(messages: list[dict[str, str]]) -> str:
 def evaluate_local(config: dict[str, Any], on_progress: Callable[[int, int], None]) -> tuple[list[dict], dict]:
     import torch
 
-    from distilflow.local_generate import generate_batch
-    from distilflow.models import load_causal_lm, load_tokenizer, parameter_count, size_on_disk
-    from distilflow.teachers.base import GenerationParams
+    from distilflow.models import (GenerationParams, generate_batch, load_causal_lm, load_tokenizer, parameter_count,
+                                   size_on_disk)
 
     examples = config["examples"]
     batch_size = int(config.get("batch_size", 8))

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.data import write_json_atomic, write_text_atomic
-from distilflow.evaluate.report_data import (build_report, fmt, performance_table, quality_table, relative_table,
+from distilflow.io import write_json_atomic, write_text_atomic
+from distilflow.report.data import (build_report, fmt, performance_table, quality_table, relative_table,
                                              summary_lines)
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 
 def _md_cell(text: str) -> str:
@@ -66,8 +66,8 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
 
 def write_report_files(report: dict[str, Any], folder: Path, stem: str = "report") -> dict[str, Path]:
     """report.json, report.md, report.html and plots/*.svg into `folder`."""
-    from distilflow.evaluate.html import render_html
-    from distilflow.evaluate.plots import all_plots
+    from distilflow.report.html import render_html
+    from distilflow.report.plots import all_plots
 
     plots = all_plots(report)
     plot_files = {}
@@ -82,7 +82,7 @@ def write_report_files(report: dict[str, Any], folder: Path, stem: str = "report
     return paths
 
 
-def run_report(ctx: "StageContext") -> dict[str, Any]:
+def report_stage(ctx: "StageContext") -> dict[str, Any]:
     report = build_report(ctx)
     paths = write_report_files(report, ctx.paths.root)
     headline = {k: v for k, v in report["comparison"].items() if v is not None and not isinstance(v, dict)}

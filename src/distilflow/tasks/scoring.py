@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.evaluate.intervals import bootstrap_interval
-from distilflow.evaluate.metrics import MetricStats, bleu_stats, mean_stats
-from distilflow.tasks import Task
+from distilflow.metrics.intervals import bootstrap_interval
+from distilflow.metrics.text import MetricStats, bleu_stats, mean_stats
+from distilflow.tasks.base import Task
 
 
 def score_with_intervals(task: Task, predictions: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:

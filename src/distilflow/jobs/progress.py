@@ -21,7 +21,7 @@ from rich.progress import (
 from distilflow.errors import JobCanceled
 
 if TYPE_CHECKING:
-    from distilflow.jobs import JobStore
+    from distilflow.jobs.store import JobStore
 
 _WRITE_EVERY_S = 0.5
 _LOG_EVERY_S = 15.0  # when stderr is not a terminal (a log file), a plain progress line this often

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from distilflow.data import write_jsonl_atomic
 from distilflow.errors import StageError
+from distilflow.io import write_jsonl_atomic
+from distilflow.jobs.context import StageContext
 from distilflow.tasks import Example, Task
-from distilflow.teacher_cache import TeacherCache
 from distilflow.teachers import TeacherRequest
-
-if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+from distilflow.teachers.cache import TeacherCache
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -63,7 +61,7 @@ def choose_samples(task: Task, texts: list[str], reference: Any, verify: str) ->
     return usable, reasons
 
 
-def build_synthetic(ctx: "StageContext", cache: TeacherCache, requests_by_split: dict[str, list[TeacherRequest]]) -> dict[str, Any]:
+def build_synthetic(ctx: StageContext, cache: TeacherCache, requests_by_split: dict[str, list[TeacherRequest]]) -> dict[str, Any]:
     task, verify = ctx.task, ctx.spec.generation.verify
     rejected: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()

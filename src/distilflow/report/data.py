@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.evaluate.intervals import intervals_overlap
+from distilflow.metrics.intervals import intervals_overlap
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
     from distilflow.tasks import Task
 
 LABELS = ("teacher", "baseline", "distilled")
@@ -206,7 +206,7 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    from distilflow.data import iter_jsonl
+    from distilflow.io import iter_jsonl
 
     return list(iter_jsonl(path))
 

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilflow.data import read_examples
 from distilflow.errors import DistilflowError
-from distilflow.evaluate.runner import run_worker
-from distilflow.progress import StageProgress
-from distilflow.tasks import get_task
+from distilflow.evaluate.stage import run_worker
+from distilflow.jobs.progress import StageProgress
+from distilflow.tasks import get_task, read_examples
 from distilflow.workspace import Workspace
 
 # Names a user may ask for in `metrics=[...]`, mapped to the figures of the worker's result.
@@ -137,10 +136,10 @@ def compare_models(workspace: Workspace, models: list[str | dict[str, Any]], tes
                    settings: Settings | None = None) -> dict[str, Any]:
     """Score several models on the same inputs; every model is compared with the first (quality kept,
     agreement with its answers, speed-up, memory saved). Writes report.json/md/html to the run folder."""
-    from distilflow.data import iter_jsonl
-    from distilflow.evaluate.report import write_report_files
-    from distilflow.evaluate.report_data import assemble, relative
-    from distilflow.evaluate.scoring import agreement_with_teacher
+    from distilflow.io import iter_jsonl
+    from distilflow.report.markdown import write_report_files
+    from distilflow.report.data import assemble, relative
+    from distilflow.tasks.scoring import agreement_with_teacher
 
     if len(models) < 2:
         raise DistilflowError("compare needs at least two models (the first is the one the others are compared with)")
@@ -164,7 +163,7 @@ def compare_models(workspace: Workspace, models: list[str | dict[str, Any]], tes
 
 def describe(result: dict[str, Any]) -> list[str]:
     """Readable lines of one model's figures, for the command line."""
-    from distilflow.evaluate.report_data import fmt
+    from distilflow.report.data import fmt
 
     lines = [f"model: {result.get('model')} ({result.get('kind', 'local')}, {result.get('device', 'n/a')})",
              f"examples: {result.get('examples')} ({result.get('scored_examples', 0)} with a reference)"]

@@ -14,15 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.data import iter_jsonl, write_json_atomic
+from distilflow.io import iter_jsonl, write_json_atomic
 from distilflow.errors import StageError
 from distilflow.evaluate.recorded import evaluate_recorded
-from distilflow.evaluate.scoring import agreement_with_teacher
+from distilflow.tasks.scoring import agreement_with_teacher
 from distilflow.models import model_revision
-from distilflow.train.student import baseline_student_ref
 
 if TYPE_CHECKING:
-    from distilflow.runner import StageContext
+    from distilflow.jobs.context import StageContext
 
 STUDENT_LABELS = ("baseline", "distilled")
 
@@ -45,7 +44,7 @@ def teacher_config(ctx: "StageContext") -> dict[str, Any]:
 
 def model_configs(ctx: "StageContext") -> dict[str, dict[str, Any]]:
     configs = {"teacher": teacher_config(ctx),
-               "baseline": {"kind": "local", "model": baseline_student_ref(ctx), "dtype": ctx.spec.student.dtype},
+               "baseline": {"kind": "local", "model": ctx.paths.baseline_student(ctx.spec), "dtype": ctx.spec.student.dtype},
                "distilled": {"kind": "local", "model": str(ctx.paths.student_final), "dtype": ctx.spec.student.dtype}}
     return {label: configs[label] for label in ctx.spec.evaluation.models if label in configs}
 
@@ -95,7 +94,7 @@ def not_evaluated(output_dir: Path, label: str, model: str, reason: str) -> dict
     return result
 
 
-def run_evaluate(ctx: "StageContext") -> dict[str, Any]:
+def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     examples = ctx.examples("test")
     if not examples:
         raise StageError("no test_data in the job spec: add test_data to score teacher, baseline and distilled")

@@ -11,76 +11,47 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from distilflow.data import write_text_atomic
+from distilflow.dist import is_main_process
 from distilflow.errors import DistilflowError, JobCanceled
-from distilflow.jobs import STAGES, JobRecord, JobStore
-from distilflow.prepare import PreparedInputs, prepare_inputs, stage_fingerprints
-from distilflow.progress import StageProgress
+from distilflow.io import write_text_atomic
+from distilflow.jobs.context import PreparedInputs, StageContext
+from distilflow.jobs.store import STAGES, JobRecord, JobStore
+from distilflow.prepare import prepare_inputs, stage_fingerprints
 from distilflow.spec import JobSpec, dump_spec
-from distilflow.tasks import Example, Task
-from distilflow.workspace import JobPaths, Workspace
+from distilflow.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# stage -> "module:function"; each takes a StageContext and returns the stage's metrics.
-STAGE_FUNCTIONS: dict[str, str] = {
-    "generate": "distilflow.generate:run_generate",
-    "train": "distilflow.train:run_train",
-    "evaluate": "distilflow.evaluate.runner:run_evaluate",
-    "report": "distilflow.evaluate.report:run_report",
+# stage -> its package; each exposes `run_<stage>(ctx) -> metrics` and may expose `preflight(spec)`, the checks
+# that need no teacher (run by prepare, before any work is paid for).
+STAGE_PACKAGES: dict[str, str] = {
+    "generate": "distilflow.generate",
+    "train": "distilflow.train",
+    "evaluate": "distilflow.evaluate",
+    "report": "distilflow.report",
 }
 PREREQUISITES: dict[str, str] = {"train": "generate", "evaluate": "train", "report": "evaluate"}
 
 
-def is_main_process() -> bool:
-    """False in the extra ranks of a multi-process (accelerate/torchrun) launch: they never write job state."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@dataclass
-class StageContext:
-    spec: JobSpec
-    workspace: Workspace
-    paths: JobPaths
-    store: JobStore | None
-    inputs: PreparedInputs
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def task(self) -> Task:
-        return self.inputs.task
-
-    @property
-    def name(self) -> str:
-        assert self.spec.name
-        return self.spec.name
-
-    def examples(self, split: str) -> list[Example]:
-        return self.inputs.examples.get(split, [])
-
-    def progress(self, stage: str, total: int | None, description: str) -> StageProgress:
-        return StageProgress(self.store, self.name, stage, total, description)
-
-    def stage_metrics(self, stage: str) -> dict[str, Any]:
-        """Metrics a finished stage recorded (from this run or an earlier one)."""
-        if stage in self.results:
-            return self.results[stage]
-        if self.store is None:
-            return {}
-        return self.store.get(self.name).stage(stage).metrics
-
-
 def _stage_function(stage: str) -> Callable[[StageContext], dict[str, Any]]:
-    module, function = STAGE_FUNCTIONS[stage].split(":")
-    return getattr(importlib.import_module(module), function)
+    return getattr(importlib.import_module(STAGE_PACKAGES[stage]), f"run_{stage}")
+
+
+def preflight(spec: JobSpec) -> PreparedInputs:
+    """Stage 1: read and validate the data, then every stage's own checks; raises before anything is written."""
+    inputs = prepare_inputs(spec)
+    for package in STAGE_PACKAGES.values():
+        check = getattr(importlib.import_module(package), "preflight", None)
+        if check is not None:
+            check(spec)
+    return inputs
 
 
 def register_job(spec: JobSpec, workspace: Workspace) -> tuple[JobStore, PreparedInputs]:
     """Validate the inputs, then record the job and its resolved spec. Nothing is written if inputs are bad."""
-    inputs = prepare_inputs(spec)
+    inputs = preflight(spec)
     store = JobStore(workspace.db_path)
     paths = workspace.job(spec.name or "")
     reset = store.upsert_job(spec.name or "", spec.task_type, spec.public_dict(),
@@ -100,14 +71,16 @@ def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None
     if not is_main_process():
         # Extra ranks of a distributed launch only take part in training.
         inputs = prepare_inputs(spec)
-        context = StageContext(spec, workspace, workspace.job(spec.name), None, inputs)
+        context = StageContext(spec, workspace, workspace.job(spec.name), None, inputs,
+                               stage_fingerprints(spec, inputs.data_hashes))
         for stage in wanted:
             if stage == "train":
                 _stage_function(stage)(context)
         return None
 
     store, inputs = register_job(spec, workspace)
-    context = StageContext(spec, workspace, workspace.job(spec.name), store, inputs)
+    context = StageContext(spec, workspace, workspace.job(spec.name), store, inputs,
+                           stage_fingerprints(spec, inputs.data_hashes))
     store.claim(spec.name, os.getpid())
     previous_handler = signal.signal(signal.SIGTERM, _raise_canceled)
     current = "prepare"

@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from distilflow.tasks import Message
-from distilflow.teachers.base import GenerationParams, TopLogprobs
+from distilflow.models.prompts import Message, render_chat
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+@dataclass
+class TopLogprobs:
+    """Top-K log-probabilities per generated position of one sample (K columns per row).
+
+    `token_ids` index the teacher tokenizer's vocabulary; `tokens` hold the token strings where the
+    backend returns strings only (APIs), to be mapped to ids later.
+    """
+
+    logprobs: list[list[float]]
+    token_ids: list[list[int]] | None = None
+    tokens: list[list[str]] | None = None
 
 
 @dataclass
@@ -17,10 +46,6 @@ class LocalOutput:
     top_logprobs: list[TopLogprobs] | None = None
 
 
-def render_prompt(tokenizer, messages: list[Message]) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -30,7 +55,7 @@ def generate_batch(model, tokenizer, conversations: list[list[Message]], params:
     """Answer each conversation `params.num_samples` times; results are in input order."""
     import torch
 
-    prompts = [render_prompt(tokenizer, messages) for messages in conversations]
+    prompts = [render_chat(tokenizer, messages) for messages in conversations]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     sampling = params.temperature > 0
     kwargs: dict = {

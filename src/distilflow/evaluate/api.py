@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distilflow.errors import DistilflowError
-from distilflow.evaluate.local_model import last_user_text
+from distilflow.evaluate.local import last_user_text
 from distilflow.evaluate.perf import latency_summary
 
 

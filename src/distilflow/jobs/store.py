@@ -13,8 +13,10 @@ from typing import Any, Iterator
 
 from distilflow.errors import DistilflowError
 
+# The one list of each name; everything else reads these.
 STAGES: tuple[str, ...] = ("prepare", "generate", "train", "evaluate", "report")
 JOB_STATUSES = ("queued", "running", "completed", "failed", "canceled")
+TERMINAL_STATUSES = ("completed", "failed", "canceled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -69,22 +69,6 @@ def _reference_streams(references: list[list[str]]) -> list[list[str]]:
     return [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
 
 
-def corpus_bleu(predictions: list[str], references: list[list[str]]) -> float:
-    import sacrebleu
-
-    if not predictions:
-        return 0.0
-    return float(sacrebleu.corpus_bleu(predictions, _reference_streams(references)).score)
-
-
-def corpus_chrf(predictions: list[str], references: list[list[str]]) -> float:
-    import sacrebleu
-
-    if not predictions:
-        return 0.0
-    return float(sacrebleu.corpus_chrf(predictions, _reference_streams(references)).score)
-
-
 def sentence_bleu(prediction: str, references: list[str]) -> float:
     import sacrebleu
 

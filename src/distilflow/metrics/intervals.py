@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distilflow.evaluate.metrics import MetricStats
+from distilflow.metrics.text import MetricStats
 
 CONFIDENCE = 0.95
 _CHUNK_CELLS = 4_000_000  # resample rows x examples x stats held at once (bounds memory on large test sets)
