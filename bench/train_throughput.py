@@ -74,10 +74,10 @@ def run_trl(root: Path, model: str, steps: int, batch: int) -> dict:
 
 def run_distilflow(root: Path, model: str, steps: int, batch: int) -> dict:
     from distilflow.io import write_jsonl_atomic
-    from distilflow.prepare import prepare_inputs
+    from distilflow.prepare import prepare_inputs, stage_fingerprints
     from distilflow.jobs.context import StageContext
     from distilflow.spec import parse_spec
-    from distilflow.train.sft import train_sft
+    from distilflow.train.sft import run as train_sft
     from distilflow.workspace import Workspace
 
     write_jsonl_atomic(root / "train.jsonl", rows(64))
@@ -90,7 +90,8 @@ def run_distilflow(root: Path, model: str, steps: int, batch: int) -> dict:
     workspace = Workspace.open(root / "ws")
     paths = workspace.job("throughput")
     write_jsonl_atomic(paths.synthetic_split("train"), rows(64))  # the synthetic set, as the generate stage writes it
-    train_sft(StageContext(spec, workspace, paths, None, prepare_inputs(spec)))
+    inputs = prepare_inputs(spec)
+    train_sft(StageContext(spec, workspace, paths, None, inputs, stage_fingerprints(spec, inputs.data_hashes)))
     log = json.loads((paths.student / "train_log.json").read_text())
     tokens = next(e["num_tokens"] for e in reversed(log) if "num_tokens" in e)
     seconds = next(e["train_runtime"] for e in reversed(log) if "train_runtime" in e)

@@ -17,7 +17,13 @@ from distilflow.teachers.cache import TeacherCache
 from openai_server import OpenAIServer, ServerConfig, answer_for, prompt_of
 
 KEY = "sk-live-TOPSECRET-0123456789abcdef"
-NO_MODELS = {"teacher": "unused", "student": "unused-student"}
+NO_MODELS = {"teacher": "unused", "student": "set by _real_student"}
+
+
+@pytest.fixture(autouse=True)
+def _real_student(tiny_models):
+    """The teacher is an API (or recorded answers), but the student must exist: prepare checks it before paying."""
+    NO_MODELS["student"] = str(tiny_models["student"])
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import nli_rows, run_cli, write_job
 from distilflow.generate.synthetic import jaccard, shingles
 from openai_server import OpenAIServer, ServerConfig
 
-NO_MODELS = {"teacher": "unused", "student": "unused-student"}
+NO_MODELS = {"teacher": "unused", "student": "set by _real_student"}
+
+
+@pytest.fixture(autouse=True)
+def _real_student(tiny_models):
+    """The teacher is an API (or recorded answers), but the student must exist: prepare checks it before paying."""
+    NO_MODELS["student"] = str(tiny_models["student"])
 
 
 def run_generate(tmp_path: Path, answers: dict[str, list[str]], *, task_type: str, rows, n_train: int,

@@ -250,6 +250,6 @@ def test_backoff_and_retry_after_parsing():
     assert limits.backoff_delay(0, retry_after=1e9, rng=rng) <= limits.RETRY_AFTER_CAP_S * 1.1
     assert limits.parse_retry_after({"Retry-After": "3"}) == 3.0
     assert limits.parse_retry_after({"retry-after-ms": "250"}) == 0.25
-    assert limits.parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert limits.parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None  # past: back off
     assert limits.parse_retry_after({"Retry-After": "soon"}) is None
     assert limits.parse_retry_after({}) is None

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import conversation_rows, run_cli, write_job, write_jsonl
 
-NO_MODELS = {"teacher": "unused", "student": "unused-student"}
+NO_MODELS = {"teacher": "unused", "student": "set by _real_student"}
+
+
+@pytest.fixture(autouse=True)
+def _real_student(tiny_models):
+    """The teacher is an API (or recorded answers), but the student must exist: prepare checks it before paying."""
+    NO_MODELS["student"] = str(tiny_models["student"])
 
 
 def user(i: int) -> dict:

@@ -12,7 +12,7 @@ from distilflow.errors import DistilflowError
 from distilflow.models import load_tokenizer
 from distilflow.teachers.base import TopLogprobs
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
-from distilflow.train.sparse_kd import SparseTargetCollator, TokenMapper, build_row, stored_targets
+from distilflow.train.sparse_targets import SparseTargetCollator, TokenMapper, build_row, stored_targets
 
 PROMPT = [{"role": "user", "content": "Premise: a man plays. Hypothesis: music?"}]
 

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -55,27 +56,28 @@ def quiet_libraries() -> None:
 
 
 def _guard(debug: bool, action: Callable[[], Any]) -> Any:
-    """Run a command; user errors become one sentence and exit status 1."""
+    """Run a command; user errors become one sentence and exit status 1. Every message and traceback is scrubbed
+    of the secrets this process has read (API keys, header values)."""
+    from distilflow.secrets import scrub
+
     _setup_logging(debug)
     try:
         return action()
     except JobCanceled as error:
-        typer.echo(f"canceled: {error}", err=True)
+        typer.echo(scrub(f"canceled: {error}"), err=True)
         raise typer.Exit(130) from None
-    except DistilflowError as error:
-        if debug:
-            raise
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
-    except Exception as error:  # a bug, not a user error: still one line unless --debug
+    except Exception as error:  # noqa: BLE001 - a user error is one sentence; a bug is one line unless --debug
         if debug:
-            raise
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        typer.echo(f"error: internal error: {error.__class__.__name__}: {first_line} (run with --debug for details)",
-                   err=True)
+            typer.echo(scrub(traceback.format_exc()), err=True)
+        elif isinstance(error, DistilflowError):
+            typer.echo(scrub(f"error: {error}"), err=True)
+        else:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            typer.echo(scrub(f"error: internal error: {error.__class__.__name__}: {first_line} "
+                             "(run with --debug for details)"), err=True)
         raise typer.Exit(1) from None
 
 

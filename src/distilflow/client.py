@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from distilflow.errors import DistilflowError, SpecError
-from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, pid_alive
-from distilflow.spec import JobSpec, describe_validation_error, parse_spec
+from distilflow.errors import SpecError
+from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore
+from distilflow.spec import EvaluationSpec, JobSpec, describe_validation_error, parse_spec
 from distilflow.workspace import Workspace
 
 
@@ -51,40 +47,6 @@ class DistillationJob(BaseModel):
                           default_name=f"{self.task_type}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parents[1])
-
-
-def spawn_job_process(spec_path: Path, workspace: Workspace, log_path: Path) -> int:
-    """Start `distilflow run` in a new session: it keeps running after the caller exits."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "distilflow", "run", str(spec_path), "--workspace", str(workspace.root)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-        )
-    return process.pid
-
-
-def cancel_job(store: JobStore, name: str) -> JobRecord:
-    record = store.get(name)
-    if record.status in TERMINAL_STATUSES:
-        return record
-    store.set_job_status(name, "canceled", error="canceled by the user", pid=record.pid)
-    if record.pid and pid_alive(record.pid) and record.pid != os.getpid():
-        try:
-            # Background jobs lead their own process group: stop their workers too.
-            if os.getpgid(record.pid) == record.pid:
-                os.killpg(record.pid, signal.SIGTERM)
-            else:
-                os.kill(record.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    return store.get(name)
-
-
 class Jobs:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
@@ -94,21 +56,11 @@ class Jobs:
         return JobStore(self.workspace.db_path)
 
     def create_or_update(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
-        """Validate the job and its data, record it, and start it in a background process. Returns at once."""
-        from distilflow.jobs.runner import register_job
+        """Validate the job and its data, record it, and start it in a background process. Returns at once.
+        A job that is running is refused (cancel it first) and nothing about it changes."""
+        from distilflow.jobs.control import launch_job
 
-        spec = self._spec(job)
-        assert spec.name
-        store = JobStore(self.workspace.db_path)
-        if store.exists(spec.name):
-            current = store.get(spec.name)
-            if current.status == "running":
-                raise DistilflowError(f"job {spec.name!r} is running; cancel it before updating it")
-        register_job(spec, self.workspace)
-        paths = self.workspace.job(spec.name)
-        store.set_job_status(spec.name, "queued")
-        spawn_job_process(paths.spec, self.workspace, paths.background_log)
-        return store.get(spec.name)
+        return launch_job(self._spec(job), self.workspace)
 
     def run(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
         """Run the job in this process until it ends (what `distilflow run` does)."""
@@ -126,7 +78,10 @@ class Jobs:
         return self.store.list()
 
     def cancel(self, name: str) -> JobRecord:
-        return cancel_job(self.store, name)
+        """Stop the job; returns once its processes have exited. `run` resumes it later."""
+        from distilflow.jobs.control import cancel_job
+
+        return cancel_job(self.workspace, name)
 
     def stream(self, name: str, poll_seconds: float = 1.0, timeout: float | None = None) -> Iterator[JobRecord]:
         """Yield the job each time its status or progress changes, until it ends."""
@@ -164,6 +119,8 @@ class Jobs:
 
 
 class Models:
+    """Score models without a job; the settings are those of a job spec's `evaluation:` section."""
+
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
 
@@ -175,11 +132,11 @@ class Models:
 
         `model_name` is an HF id, a local folder or a .gguf file; with `base_url` (and `api_key_env`, the NAME
         of the variable holding the key) it is the model name at an OpenAI-compatible endpoint."""
-        from distilflow.compare import Settings, evaluate_model
+        from distilflow.compare import evaluate_model
 
         target = {"model": model_name, "base_url": base_url, "api_key_env": api_key_env}
-        settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
-                            warmup=warmup, bootstrap_samples=bootstrap_samples)
+        settings = self._settings(max_tokens=max_tokens, max_examples=max_examples, device=device,
+                                  batch_size=batch_size, warmup=warmup, bootstrap_samples=bootstrap_samples)
         return evaluate_model(self.workspace, target, test_data, task_type, metrics=metrics, settings=settings)
 
     def compare(self, models: list[str | dict[str, Any]], test_data: str, task_type: str = "conversation",
@@ -188,11 +145,18 @@ class Models:
         """Score several models on the same inputs and compare each with the first; writes an HTML report.
 
         Each model is a string (HF id, folder, .gguf) or a dict {"model", "base_url", "api_key_env", "label"}."""
-        from distilflow.compare import Settings, compare_models
+        from distilflow.compare import compare_models
 
-        settings = Settings(max_tokens=max_tokens, max_examples=max_examples, device=device, batch_size=batch_size,
-                            warmup=warmup, bootstrap_samples=bootstrap_samples)
+        settings = self._settings(max_tokens=max_tokens, max_examples=max_examples, device=device,
+                                  batch_size=batch_size, warmup=warmup, bootstrap_samples=bootstrap_samples)
         return compare_models(self.workspace, models, test_data, task_type, settings=settings)
+
+    @staticmethod
+    def _settings(**values: Any) -> EvaluationSpec:
+        try:
+            return EvaluationSpec(**values)
+        except ValidationError as error:  # a bad value (batch_size=0) is one sentence, like in a job spec
+            raise SpecError(describe_validation_error(error, EvaluationSpec, "evaluation settings")) from None
 
 
 class Client:

@@ -8,23 +8,57 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distilflow.errors import SpecError
+from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
 
 # The one list of each name; everything else reads these.
 TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization")
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
+TRAINING_METHODS = ("sft", "kd", "sparse_kd")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
 ModelLabel = Literal[MODEL_LABELS]  # type: ignore[valid-type]
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` or `nan` is an error here, not a loss of 0.0000 after the teacher
+    # was paid.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class EnvRef(_Section):
+    """A value read from an environment variable when it is needed, never stored: `{env: MY_TOKEN}`."""
+
+    env: str
+
+    @field_validator("env")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        return check_env_name(value, "env")
+
+    def resolve(self, what: str) -> str:
+        return read_env_secret(self.env, what)
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+Dtype = Literal[DTYPES]  # type: ignore[valid-type]
+# transformers' schedulers that need no extra arguments (others would fail at training time, after the teacher).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class TeacherSpec(_Section):
@@ -34,7 +68,7 @@ class TeacherSpec(_Section):
     base_url: str | None = None
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
     api_version: str | None = Field(None, description="Azure OpenAI api-version; selects the Azure client")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str | EnvRef] = Field(default_factory=dict, description="credentials as {env: NAME}")
     max_concurrency: int = Field(16, ge=1)
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
@@ -43,8 +77,8 @@ class TeacherSpec(_Section):
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
     # Local models (hf / vllm)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
+    dtype: Dtype = "auto"
+    device: Device = "auto"
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call for a local teacher")
     # Recorded completions
     path: str | None = Field(None, description="JSONL of recorded prompt/response pairs (backend: recorded)")
@@ -60,9 +94,27 @@ class TeacherSpec(_Section):
     @classmethod
     def _looks_like_a_name(cls, value: str | None) -> str | None:
         # Guard against a key pasted where its variable NAME belongs; never echo the value back.
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be the NAME of an environment variable (like OPENAI_API_KEY), not the key itself")
+        return None if value is None else check_env_name(value, "api_key_env")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_stored_credentials(cls, value: dict[str, str | EnvRef]) -> dict[str, str | EnvRef]:
+        for name, header in value.items():
+            if isinstance(header, str):
+                check_plain_header(name, header)
         return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value, "base_url")
+        return value
+
+    def resolved_headers(self) -> dict[str, str]:
+        """Header values for a request: {env: NAME} references read from the environment now."""
+        return {name: value.resolve(f"teacher.headers.{name}") if isinstance(value, EnvRef) else value
+                for name, value in self.headers.items()}
 
 
 class PruneRule(_Section):
@@ -73,13 +125,13 @@ class PruneRule(_Section):
 class StudentSpec(_Section):
     model: str
     prune: list[int] | PruneRule | None = Field(None, description="layers of `model` to keep (depth pruning)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Dtype = "auto"
 
 
 class Hyperparameters(_Section):
     """The seed API's flat hyperparameters, accepted as is."""
 
-    learning_rate: float = Field(2.0e-5, gt=0)
+    learning_rate: float = Field(2.0e-5, gt=0, le=1)
     batch_size: int = Field(2, ge=1)
     num_epochs: float = Field(3, gt=0)
     temperature: float = Field(0.0, ge=0, description="teacher sampling temperature; 0 is greedy")
@@ -112,7 +164,7 @@ class LoraSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    method: Literal["sft", "kd", "sparse_kd"] = "sft"
+    method: Literal[TRAINING_METHODS] = "sft"  # type: ignore[valid-type]
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     kd_temperature: float = Field(1.0, gt=0)
     kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the divergence; 1 - alpha goes to cross-entropy")
@@ -126,11 +178,11 @@ class TrainingSpec(_Section):
     logging_steps: int = Field(5, ge=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: str = "linear"
+    lr_scheduler: Literal[LR_SCHEDULERS] = "linear"  # type: ignore[valid-type]
     seed: int = 42
     packing: bool = False
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
-    device: str = "auto"
+    device: Device = "auto"
 
 
 class EvaluationSpec(_Section):
@@ -139,7 +191,7 @@ class EvaluationSpec(_Section):
     batch_size: int = Field(8, ge=1, description="batch size of the throughput measurement")
     warmup: int = Field(1, ge=0, description="answers generated and discarded before timing")
     models: list[ModelLabel] = Field(default_factory=lambda: list(MODEL_LABELS))
-    device: str = "auto"
+    device: Device = "auto"
     bootstrap_samples: int = Field(1000, ge=0)
     examples_in_report: int = Field(5, ge=0)
     bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (intervals are reproducible)")

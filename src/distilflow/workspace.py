@@ -33,6 +33,11 @@ class JobPaths:
         return self.root / "spec.yaml"
 
     @property
+    def lock(self) -> Path:
+        """Held (an OS file lock) by the process running the job, for as long as it runs."""
+        return self.root / "job.lock"
+
+    @property
     def synthetic(self) -> Path:
         return self.root / "synthetic"
 

@@ -1,5 +1,6 @@
-"""Measuring a local model (HF id, folder, .gguf) in the worker process: answers at batch size 1 (latency,
-time to first token), then throughput at the evaluation batch size, then peak memory and size."""
+"""A local model (HF id, folder, .gguf) in the measure loop, loaded in the worker process: time to first token is
+the end of the prompt's forward pass, and memory is the worker's own (peak RSS on a CPU, CUDA max allocated on
+a GPU), so each model's figure is its own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distilflow.evaluate.perf import FirstForwardTimer, current_rss_mb, latency_summary, peak_rss_mb
+from distilflow.evaluate.measure import Answer, Conversation, MeasuredModel
+from distilflow.evaluate.perf import FirstForwardTimer, current_rss_mb, peak_rss_mb
+from distilflow.results import CUDA_MAX_ALLOCATED, PEAK_RSS
 
 
 def _source_on_disk(ref: str) -> Path | None:
@@ -27,96 +30,83 @@ def _source_on_disk(ref: str) -> Path | None:
     return Path(cached).parent if isinstance(cached, str) else None
 
 
-def last_user_text(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+class LocalModel(MeasuredModel):
+    ttft_source = "end of the first forward pass (prefill)"
 
+    def __init__(self, ref: str, *, device: str, dtype: str, max_tokens: int) -> None:
+        from distilflow.models import GenerationParams, load_causal_lm, load_tokenizer
 
-def evaluate_local(config: dict[str, Any], on_progress: Callable[[int, int], None]) -> tuple[list[dict], dict]:
-    import torch
+        self.ref = ref
+        self.rss_before_load = current_rss_mb()
+        started = time.perf_counter()
+        self.tokenizer = load_tokenizer(ref)
+        self.model = load_causal_lm(ref, device=device, dtype=dtype).eval()
+        self.load_seconds = time.perf_counter() - started
+        self.on_cuda = self.model.device.type == "cuda"
+        self.params = GenerationParams(max_tokens=max_tokens, temperature=0.0)  # greedy for every model
 
-    from distilflow.models import (GenerationParams, generate_batch, load_causal_lm, load_tokenizer, parameter_count,
-                                   size_on_disk)
+    def _generate(self, conversations: list[Conversation]) -> list[Any]:
+        from distilflow.models import generate_batch
 
-    examples = config["examples"]
-    batch_size = int(config.get("batch_size", 8))
-    rss_before_load = current_rss_mb()
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(config["model"])
-    model = load_causal_lm(config["model"], device=config.get("device", "auto"), dtype=config.get("dtype", "auto")).eval()
-    load_seconds = time.perf_counter() - started
-    on_cuda = model.device.type == "cuda"
-    params = GenerationParams(max_tokens=config["max_tokens"], temperature=0.0)  # greedy for every model
+        return generate_batch(self.model, self.tokenizer, conversations, self.params)
 
-    def sync() -> None:
-        if on_cuda:
+    def synchronize(self) -> None:
+        if self.on_cuda:
+            import torch
+
             torch.cuda.synchronize()
 
-    # Warm-up (kernels, allocator, lazy init) is excluded from every timing: single answers, and one batch.
-    warmup = examples[: config.get("warmup", 1)]
-    for example in warmup:
-        generate_batch(model, tokenizer, [example["messages"]], params)
-    if warmup and config.get("throughput", True) and batch_size > 1:
-        generate_batch(model, tokenizer, [e["messages"] for e in examples[:batch_size]], params)
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats()
+    def warm_up(self, singles: list[Conversation], batch: list[Conversation]) -> None:
+        # Kernels, allocator and lazy initialisation are excluded from every timing: single answers, and one batch.
+        for messages in singles:
+            self._generate([messages])
+        if batch:
+            self._generate(batch)
+        if self.on_cuda:
+            import torch
 
-    timer = FirstForwardTimer(model)
-    predictions, latencies, first_token, output_tokens = [], [], [], 0
-    steps = len(examples) * (2 if config.get("throughput", True) else 1)
-    for i, example in enumerate(examples):
-        timer.reset()
-        sync()
-        start = time.perf_counter()
-        output = generate_batch(model, tokenizer, [example["messages"]], params)[0]
-        sync()
-        latencies.append(time.perf_counter() - start)
+            torch.cuda.reset_peak_memory_stats()
+
+    def answer_one(self, messages: Conversation) -> Answer:
+        timer = FirstForwardTimer(self.model)
+        try:
+            self.synchronize()
+            start = time.perf_counter()
+            output = self._generate([messages])[0]
+            self.synchronize()
+            seconds = time.perf_counter() - start
+        finally:
+            timer.close()
         ttft = None if timer.first is None else timer.first - start
-        if ttft is not None:
-            first_token.append(ttft)
-        output_tokens += output.completion_tokens
-        predictions.append({"id": example["id"], "input": last_user_text(example["messages"]),
-                            "prediction": output.texts[0], "reference": example["reference"],
-                            "latency_s": latencies[-1], "ttft_s": ttft, "output_tokens": output.completion_tokens})
-        on_progress(i + 1, steps)
-    timer.close()
+        return Answer(output.texts[0], seconds, ttft, output.prompt_tokens, output.completion_tokens)
 
-    throughput: dict[str, Any] = {"throughput_batch_size": batch_size}
-    if config.get("throughput", True):
-        batch_tokens = 0
-        sync()
-        batch_start = time.perf_counter()
-        for start_index in range(0, len(examples), batch_size):
-            batch = examples[start_index:start_index + batch_size]
-            outputs = generate_batch(model, tokenizer, [e["messages"] for e in batch], params)
-            batch_tokens += sum(o.completion_tokens for o in outputs)
-            on_progress(len(examples) + start_index + len(batch), steps)
-        sync()
-        elapsed = time.perf_counter() - batch_start
-        throughput.update(throughput_answers_per_s=len(examples) / elapsed if elapsed else None,
-                          throughput_output_tokens_per_s=batch_tokens / elapsed if elapsed else None,
-                          throughput_seconds=elapsed)
+    def answer_all(self, conversations: list[Conversation], batch_size: int,
+                   on_answered: Callable[[int], None]) -> list[Answer]:
+        answers = []
+        for start in range(0, len(conversations), batch_size):
+            for output in self._generate(conversations[start:start + batch_size]):
+                answers.append(Answer(output.texts[0], prompt_tokens=output.prompt_tokens,
+                                      completion_tokens=output.completion_tokens))
+            on_answered(len(answers))
+        return answers
 
-    source = _source_on_disk(config["model"])
-    total_time = sum(latencies)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else peak_rss_mb()
-    figures = {
-        **latency_summary("latency", latencies),
-        **latency_summary("ttft", first_token),
-        "ttft_source": "end of the first forward pass (prefill)",
-        "output_tokens": output_tokens,
-        "output_tokens_per_s": output_tokens / total_time if total_time else None,  # at batch size 1
-        **throughput,
-        "parameters": parameter_count(model),
-        "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
-        "size_on_disk_mb": size_on_disk(source) / 2**20 if source is not None else None,
-        "device": str(model.device),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "load_seconds": load_seconds,
-        "peak_memory_mb": peak,
-        "peak_memory_kind": "cuda_max_allocated" if on_cuda else "process_peak_rss",
+    def figures(self, answers: list[Answer]) -> dict[str, Any]:
+        from distilflow.models import parameter_count, size_on_disk
+
+        if self.on_cuda:
+            import torch
+
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak = peak_rss_mb()
+        source = _source_on_disk(self.ref)
         # What the model added on top of the bare process (imports, runtime): comparable across model sizes.
-        "model_memory_mb": peak if on_cuda else (None if rss_before_load is None else peak - rss_before_load),
-        "process_rss_before_load_mb": rss_before_load,
-        "network": False,
-    }
-    return predictions, figures
+        model_memory = peak if self.on_cuda else (None if self.rss_before_load is None else peak - self.rss_before_load)
+        return dict(parameters=parameter_count(self.model),
+                    weights_mb=sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20,
+                    size_on_disk_mb=size_on_disk(source) / 2**20 if source is not None else None,
+                    device=str(self.model.device),
+                    dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                    load_seconds=self.load_seconds, peak_memory_mb=peak,
+                    peak_memory_kind=CUDA_MAX_ALLOCATED if self.on_cuda else PEAK_RSS, model_memory_mb=model_memory,
+                    process_rss_before_load_mb=self.rss_before_load, network=False)

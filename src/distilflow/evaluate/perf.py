@@ -1,10 +1,11 @@
-"""Speed and memory measurement helpers shared by the local and the API evaluation paths."""
+"""Speed and memory measurement helpers of the measure loop and the local model."""
 
 from __future__ import annotations
 
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -42,19 +43,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
-def latency_summary(prefix: str, values: list[float]) -> dict[str, float | None]:
-    """`{prefix}_mean_s`, `_p50_s`, `_p95_s` of a list of seconds (None when empty)."""
-    return {
-        f"{prefix}_mean_s": statistics.fmean(values) if values else None,
-        f"{prefix}_p50_s": percentile(values, 50),
-        f"{prefix}_p95_s": percentile(values, 95),
-    }
+@dataclass(frozen=True)
+class Spread:
+    """Mean, median and 95th percentile of a list of seconds (None when the list is empty)."""
+
+    mean: float | None
+    p50: float | None
+    p95: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Spread":
+        return cls(statistics.fmean(values) if values else None, percentile(values, 50), percentile(values, 95))
 
 
 class FirstForwardTimer:
     """Time to first token of a local model: `generate` runs one forward pass per new token, and the end
     of the first one (the prompt's prefill) is when the first token exists. A forward hook records it
-    without changing how generation runs; a streamer would need its own generate call and thread."""
+    without changing how generation runs; a streamer would need its own generate call and thread.
+    One timer per answer: `first` is that answer's."""
 
     def __init__(self, model: Any) -> None:
         self.first: float | None = None
@@ -68,9 +74,6 @@ class FirstForwardTimer:
 
                 torch.cuda.synchronize()
             self.first = time.perf_counter()
-
-    def reset(self) -> None:
-        self.first = None
 
     def close(self) -> None:
         self._handle.remove()

@@ -1,24 +1,26 @@
 """A `recorded` teacher has no model to run: it is scored on quality only, from its recorded answers to the
 very test inputs (matched by the recorded backend itself, teachers/recorded.py, so both stages read the
-same export forms the same way). Speed and memory are not measurable: the answers were produced elsewhere."""
+same export forms the same way). Speed and memory are not measurable: the answers were produced elsewhere,
+so the measure loop does not apply; the rows and the scoring are the same as for any model."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from distilflow.evaluate.local import last_user_text
+from distilflow.errors import DistilflowError
+from distilflow.evaluate.config import WorkerConfig
+from distilflow.evaluate.save import save_result
+from distilflow.results import ModelResult, Prediction
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
 
 
-def evaluate_recorded(ctx: "StageContext", config: dict[str, Any]) -> dict[str, Any] | None:
+def evaluate_recorded(ctx: "StageContext", config: WorkerConfig) -> ModelResult | None:
     """Score the recorded answers to the test inputs; None when some test input has no recorded answer."""
-    from distilflow.errors import DistilflowError
-    from distilflow.evaluate.worker import finish
-    from distilflow.teachers.requests import generation_params, teacher_messages
     from distilflow.teachers import TeacherAnswer, TeacherRequest
     from distilflow.teachers.recorded import RecordedTeacher
+    from distilflow.teachers.requests import generation_params, teacher_messages
 
     examples = ctx.examples("test")
     try:
@@ -29,8 +31,7 @@ def evaluate_recorded(ctx: "StageContext", config: dict[str, Any]) -> dict[str, 
         return None  # an unreadable recording: the teacher stage reports it with file and line
     if not all(isinstance(answers.get(e.id), TeacherAnswer) for e in examples):
         return None
-    predictions = [{"id": e.id, "input": last_user_text(e.messages), "prediction": answers[e.id].texts[0],
-                    "reference": e.reference} for e in examples]
-    figures = {"note": "recorded answers: scored on quality only; speed and memory were not measured",
-               "network": False, "latency_mean_s": None, "peak_memory_mb": None, "parameters": None}
-    return finish({**config, "kind": "recorded"}, predictions, figures)
+    predictions = [Prediction.of(e.id, e.messages, answers[e.id].texts[0], e.reference) for e in examples]
+    figures = dict(note="recorded answers: scored on quality only; speed and memory were not measured",
+                   network=False, latency_mean_s=None, peak_memory_mb=None, parameters=None)
+    return save_result(config, predictions, figures)

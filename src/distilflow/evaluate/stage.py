@@ -1,24 +1,21 @@
 """Stage 4, evaluate: teacher, baseline student and distilled student answer the same test inputs with the
-same greedy decoding, each measured in its own process (see worker.py); then each student's agreement
-with the teacher is computed from the predictions."""
+same greedy decoding, each measured in its own process (worker.py); then each student's agreement with the
+teacher is computed from the predictions. A model whose inputs did not change since it was last scored is
+not scored again (resume)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.io import iter_jsonl, write_json_atomic
 from distilflow.errors import StageError
+from distilflow.evaluate.config import ModelTarget, WorkerConfig, progress_steps, worker_config
 from distilflow.evaluate.recorded import evaluate_recorded
+from distilflow.evaluate.save import save_not_evaluated
+from distilflow.evaluate.worker import run_worker
+from distilflow.io import write_json_atomic
+from distilflow.results import ModelResult, read_predictions
+from distilflow.spec import TeacherSpec
 from distilflow.tasks.scoring import agreement_with_teacher
-from distilflow.models import model_revision
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -26,134 +23,73 @@ if TYPE_CHECKING:
 STUDENT_LABELS = ("baseline", "distilled")
 
 
-def teacher_config(ctx: "StageContext") -> dict[str, Any]:
-    """How the teacher is evaluated, by backend: a local model, an API endpoint, or recorded answers."""
-    t = ctx.spec.teacher
-    if t.backend == "openai":
-        return {"kind": "api", "model": t.model, "base_url": t.base_url, "api_key_env": t.api_key_env,
-                "api_version": t.api_version, "headers": t.headers, "timeout": t.timeout, "max_retries": t.max_retries,
-                "price_per_million_input_tokens": t.price_per_million_input_tokens,
-                "price_per_million_output_tokens": t.price_per_million_output_tokens}
-    if t.backend == "recorded":
-        return {"kind": "recorded", "model": t.path or t.model}
-    config = {"kind": "local", "model": t.model, "dtype": t.dtype}
-    if t.backend == "vllm":
-        config["note"] = "teacher.backend vllm: measured with transformers in a worker process, not with vLLM"
-    return config
+def teacher_target(teacher: TeacherSpec) -> ModelTarget:
+    """How the teacher is evaluated, by backend: an API endpoint, recorded answers, or a local model (a vllm
+    teacher never gets here: it is refused when the teacher stage loads it)."""
+    if teacher.backend == "openai":
+        return ModelTarget.served(teacher, section="teacher")
+    if teacher.backend == "recorded":
+        return ModelTarget(model=teacher.path or teacher.model, kind="recorded")
+    return ModelTarget(model=teacher.model, dtype=teacher.dtype)
 
 
-def model_configs(ctx: "StageContext") -> dict[str, dict[str, Any]]:
-    configs = {"teacher": teacher_config(ctx),
-               "baseline": {"kind": "local", "model": ctx.paths.baseline_student(ctx.spec), "dtype": ctx.spec.student.dtype},
-               "distilled": {"kind": "local", "model": str(ctx.paths.student_final), "dtype": ctx.spec.student.dtype}}
-    return {label: configs[label] for label in ctx.spec.evaluation.models if label in configs}
+def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
+    """The models `evaluation.models` names, in that order."""
+    spec = ctx.spec
+    targets = {"teacher": teacher_target(spec.teacher),
+               "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), dtype=spec.student.dtype),
+               "distilled": ModelTarget(model=str(ctx.paths.student_final), dtype=spec.student.dtype)}
+    return {label: targets[label] for label in spec.evaluation.models if label in targets}
 
 
-def run_worker(config: dict[str, Any], on_progress: Callable[[int, int], None]) -> dict[str, Any]:
-    """Run one evaluation worker process; relay its progress; return its metrics."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-        config_path = handle.name
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        process = subprocess.Popen([sys.executable, "-m", "distilflow.evaluate.worker", config_path],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        assert process.stdout is not None
-        for line in process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and "progress" in event:
-                on_progress(event["progress"], event["total"])
-        stderr = process.stderr.read() if process.stderr else ""
-        if process.wait() != 0:
-            lines = [l.strip() for l in stderr.strip().splitlines() if l.strip()]
-            ours = [l.removeprefix("error: ") for l in lines if l.startswith("error: ")]
-            reason = (ours or lines or [f"the worker process stopped (exit status {process.returncode})"])[-1]
-            raise StageError(f"evaluating {config['label']} ({config['model']}) failed: {reason}")
-    finally:
-        os.unlink(config_path)
-    return json.loads((Path(config["output_dir"]) / "metrics.json").read_text())
-
-
-def _fingerprint(config: dict[str, Any]) -> str:
-    """What a model's results depend on: the model (and its weights' revision), the inputs and the settings."""
-    return hashlib.sha256(json.dumps([config, model_revision(config["model"])], sort_keys=True,
-                                     default=str).encode()).hexdigest()[:16]
-
-
-def not_evaluated(output_dir: Path, label: str, model: str, reason: str) -> dict[str, Any]:
-    result = {"label": label, "model": model, "evaluated": False, "reason": reason}
-    write_json_atomic(output_dir / "metrics.json", result)
-    stale = output_dir / "predictions.jsonl"
-    if stale.exists():
-        stale.unlink()
-    return result
+def _score(ctx: "StageContext", config: WorkerConfig, on_progress: Any) -> ModelResult:
+    if config.kind != "recorded":
+        return run_worker(config, on_progress)
+    return evaluate_recorded(ctx, config) or save_not_evaluated(
+        ctx.paths.eval_model(config.label), config.label, config.model, "the recorded teacher answers do not cover "
+        "every test input (only answers to the same inputs can be compared)")
 
 
 def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     examples = ctx.examples("test")
     if not examples:
         raise StageError("no test_data in the job spec: add test_data to score teacher, baseline and distilled")
-    e = ctx.spec.evaluation
-    payload = [{"id": x.id, "messages": x.messages, "reference": x.reference} for x in examples]
-    settings = {"task_type": ctx.spec.task_type, "max_tokens": e.max_tokens, "warmup": e.warmup,
-                "batch_size": e.batch_size, "throughput": e.throughput, "device": e.device,
-                "bootstrap_samples": e.bootstrap_samples, "bootstrap_seed": e.bootstrap_seed}
-    configs = model_configs(ctx)
-    steps_per_model = len(payload) * (2 if e.throughput else 1)
-    results: dict[str, Any] = {}
-    with ctx.progress("evaluate", steps_per_model * len(configs), "evaluating models") as progress:
-        for index, (label, config) in enumerate(configs.items()):
-            output_dir = ctx.paths.eval_model(label)
-            config = {**config, **settings, "label": label, "examples": payload, "output_dir": str(output_dir)}
-            config["fingerprint"] = _fingerprint(config)
-            previous = output_dir / "metrics.json"
+    settings = ctx.spec.evaluation
+    targets = model_targets(ctx)
+    steps_per_model = progress_steps(len(examples), settings)
+    results: dict[str, ModelResult] = {}
+    with ctx.progress("evaluate", steps_per_model * len(targets), "evaluating models") as progress:
+        for index, (label, target) in enumerate(targets.items()):
+            config = worker_config(label, target, task_type=ctx.spec.task_type, examples=examples,
+                                   settings=settings, output_dir=ctx.paths.eval_model(label)).with_fingerprint()
             offset = index * steps_per_model
-            if previous.exists() and json.loads(previous.read_text()).get("fingerprint") == config["fingerprint"]:
-                results[label] = json.loads(previous.read_text())  # already scored (resume)
-                progress.update(offset + steps_per_model)
-                continue
-            progress.note(label)
-            if config["kind"] == "recorded":
-                results[label] = evaluate_recorded(ctx, config) or not_evaluated(
-                    output_dir, label, config["model"], "the recorded teacher answers do not cover every test input "
-                    "(only answers to the same inputs can be compared)")
+            previous = ModelResult.read(ctx.paths.eval_metrics(label))
+            if previous is not None and previous.fingerprint == config.fingerprint:
+                results[label] = previous  # already scored (resume)
             else:
-                results[label] = run_worker(config, lambda done, total: progress.update(offset + done))
+                progress.note(label)
+                results[label] = _score(ctx, config, lambda done, total: progress.update(offset + done))
             progress.update(offset + steps_per_model)
     agreement = teacher_agreement(ctx)
-    write_json_atomic(ctx.paths.eval / "agreement.json", agreement)
-    summary: dict[str, Any] = {}
-    for label, r in results.items():
-        if not r.get("evaluated", True):
-            summary[label] = {"evaluated": False, "reason": r.get("reason")}
-            continue
-        summary[label] = {"task_metrics": r["task_metrics"], "latency_mean_s": r.get("latency_mean_s"),
-                          "peak_memory_mb": r.get("peak_memory_mb"), "parameters": r.get("parameters")}
-        if label in agreement:
-            summary[label]["agreement_with_teacher"] = agreement[label]["value"]
-    return summary
-
-
-def read_predictions(ctx: "StageContext", label: str) -> list[dict[str, Any]]:
-    return list(iter_jsonl(ctx.paths.eval_model(label) / "predictions.jsonl"))
+    write_json_atomic(ctx.paths.agreement, agreement)
+    for label, found in agreement.items():
+        if label in results:
+            results[label].agreement_with_teacher = found
+    return {label: result.headline() for label, result in results.items()}
 
 
 def teacher_agreement(ctx: "StageContext") -> dict[str, Any]:
     """Agreement of baseline and distilled with the teacher's answers on the same test inputs."""
-    teacher = read_predictions(ctx, "teacher") if "teacher" in ctx.spec.evaluation.models else []
+    settings = ctx.spec.evaluation
+    teacher = read_predictions(ctx.paths.eval_predictions("teacher")) if "teacher" in settings.models else []
     if not teacher:
         return {}
-    e = ctx.spec.evaluation
     out = {}
     for label in STUDENT_LABELS:
-        if label in e.models:
-            found = agreement_with_teacher(ctx.task, read_predictions(ctx, label), teacher, e.bootstrap_samples,
-                                           e.bootstrap_seed)
+        if label in settings.models:
+            found = agreement_with_teacher(ctx.task, read_predictions(ctx.paths.eval_predictions(label)), teacher,
+                                           settings.bootstrap_samples, settings.bootstrap_seed)
             if found:
                 out[label] = found
     return out
+

@@ -1,74 +1,131 @@
-"""Scores one model in a process of its own, so its peak memory is its own and models do not pollute
-each other. Run as `python -m distilflow.evaluate.worker CONFIG.json`; prints progress as JSON lines
-and writes predictions.jsonl and metrics.json into the output folder.
-
-CONFIG: label, model, kind ("local" | "api"), task_type, examples [{id, messages, reference}], max_tokens,
-warmup, batch_size, throughput, device, bootstrap_samples, bootstrap_seed, output_dir, fingerprint, and for
-"api" base_url, api_key_env (a variable NAME), api_version, headers, timeout, max_retries, prices.
-"""
+"""Each model is scored in a process of its own, so its peak memory is its own and models do not pollute each
+other. `run_worker` (the parent) starts `python -m distilflow.evaluate.worker CONFIG.json` (a WorkerConfig),
+relays its progress (JSON lines on stdout) and returns the ModelResult it wrote; `main` is the worker."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from distilflow.io import write_json_atomic, write_jsonl_atomic
-from distilflow.errors import DistilflowError
+from distilflow.errors import DistilflowError, StageError
+from distilflow.evaluate.config import WorkerConfig
+from distilflow.results import ModelResult
 
-# Config keys copied into metrics.json (never a key: only the NAME of its variable is ever in a config).
-_DESCRIBED = ("base_url", "api_key_env", "max_tokens", "warmup", "batch_size", "note")
+if TYPE_CHECKING:
+    from distilflow.evaluate.measure import MeasuredModel
+
+_STDERR_LINES_KEPT = 200  # the worker's own error is its last line; warnings before it can be many
 
 
-def _emit(**event: Any) -> None:
-    print(json.dumps(event), flush=True)
+# ----- the parent -----------------------------------------------------------------------------------------------
 
 
-def finish(config: dict[str, Any], predictions: list[dict[str, Any]], figures: dict[str, Any]) -> dict[str, Any]:
-    """Score the predictions (with bootstrap intervals) and write predictions.jsonl and metrics.json."""
-    from distilflow.tasks.scoring import score_with_intervals
-    from distilflow.tasks import get_task
+def _worker_env() -> dict[str, str]:
+    source = str(Path(__file__).resolve().parents[2])  # this distilflow, also when it is not installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
 
-    task = get_task(config["task_type"])
-    scores = score_with_intervals(task, predictions, int(config.get("bootstrap_samples", 1000)),
-                                  int(config.get("bootstrap_seed", 0)))
-    result = {
-        "label": config["label"],
-        "model": config["model"],
-        "kind": config.get("kind", "local"),
-        "evaluated": True,
-        "task_type": config["task_type"],
-        "primary_metric": task.primary_metric,
-        **scores,
-        "examples": len(predictions),
-        **figures,
-        **{k: config[k] for k in _DESCRIBED if config.get(k) is not None},
-        "fingerprint": config.get("fingerprint"),
-    }
-    out = Path(config["output_dir"])
-    write_jsonl_atomic(out / "predictions.jsonl", predictions)
-    write_json_atomic(out / "metrics.json", result)
+
+def _keep_tail(stream: Iterable[str], tail: deque[str]) -> threading.Thread:
+    """Read `stream` to its end in a thread (a full stderr pipe would block the worker while the parent
+    waits on stdout), keeping its last lines."""
+    thread = threading.Thread(target=lambda: tail.extend(line.strip() for line in stream if line.strip()),
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _relay_progress(stdout: Iterable[str], on_progress: Callable[[int, int], None]) -> None:
+    for line in stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a library printing to stdout
+        if isinstance(event, dict) and "progress" in event:
+            on_progress(event["progress"], event["total"])
+
+
+def run_process(command: list[str], on_progress: Callable[[int, int], None]) -> tuple[int, list[str]]:
+    """Run `command`, relaying the progress events it prints; its exit status and the last lines of its stderr
+    (both pipes are read at once: a worker that warns a lot must not block on a full stderr pipe)."""
+    tail: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_worker_env())
+    reader = _keep_tail(process.stderr, tail)  # type: ignore[arg-type]
+    try:
+        _relay_progress(process.stdout, on_progress)  # type: ignore[arg-type]
+    except BaseException:
+        process.kill()  # canceled (or the parent failed): the worker must not outlive it
+        raise
+    finally:
+        process.wait()
+        reader.join()
+    return process.returncode, list(tail)
+
+
+def run_worker(config: WorkerConfig, on_progress: Callable[[int, int], None]) -> ModelResult:
+    """Run one evaluation worker process; relay its progress; return its result."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        handle.write(config.model_dump_json())
+    try:
+        status, stderr = run_process([sys.executable, "-m", "distilflow.evaluate.worker", handle.name], on_progress)
+    finally:
+        os.unlink(handle.name)
+    if status != 0:
+        ours = [line.removeprefix("error: ") for line in stderr if line.startswith("error: ")]
+        reason = (ours or stderr or [f"the worker process stopped (exit status {status})"])[-1]
+        raise StageError(f"evaluating {config.label} ({config.model}) failed: {reason}")
+    result = ModelResult.read(config.metrics_path)
+    if result is None:
+        raise StageError(f"evaluating {config.label} ({config.model}) failed: the worker wrote no results")
     return result
 
 
-def evaluate(config: dict[str, Any]) -> dict[str, Any]:
-    def progress(done: int, total: int) -> None:
-        _emit(progress=done, total=total)
+# ----- the worker -----------------------------------------------------------------------------------------------
 
-    if config.get("kind") == "api":
-        from distilflow.evaluate.api import evaluate_api
 
-        predictions, figures = evaluate_api(config, progress)
-    else:
-        from distilflow.evaluate.local import evaluate_local
+def _emit_progress(done: int, total: int) -> None:
+    print(json.dumps({"progress": done, "total": total}), flush=True)
 
-        predictions, figures = evaluate_local(config, progress)
-    return finish(config, predictions, figures)
+
+def open_model(config: WorkerConfig) -> "MeasuredModel":
+    if config.kind == "api":
+        from distilflow.evaluate.api import ApiModel
+        from distilflow.models.openai import OpenAIEndpoint
+
+        assert config.endpoint is not None  # WorkerConfig checks it
+        return ApiModel(OpenAIEndpoint(config.endpoint, config.endpoint_section), config.settings.max_tokens)
+    if config.kind == "local":
+        from distilflow.evaluate.local import LocalModel
+
+        return LocalModel(config.model, device=config.settings.device, dtype=config.dtype,
+                          max_tokens=config.settings.max_tokens)
+    raise DistilflowError(f"a {config.kind} model has nothing to run in a worker process")
+
+
+def evaluate(config: WorkerConfig) -> ModelResult:
+    from distilflow.evaluate.measure import measure
+    from distilflow.evaluate.save import save_result
+
+    model = open_model(config)
+    try:
+        predictions, figures = measure(model, config.examples, config.settings, _emit_progress)
+    finally:
+        model.close()
+    return save_result(config, predictions, figures)
 
 
 def main(argv: list[str]) -> int:
-    config = json.loads(Path(argv[0]).read_text())
+    config = WorkerConfig.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
     try:
         evaluate(config)
     except DistilflowError as error:

@@ -8,6 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
+    from distilflow.spec import JobSpec
+
+
+def preflight(spec: "JobSpec") -> None:
+    """What the teacher stage needs that can be checked without asking the teacher: the key and header variables
+    are set, a recorded answers file exists. Runs before anything is written or paid for."""
+    from distilflow.models.openai import OpenAIEndpoint
+    from distilflow.teachers import load_teacher
+
+    teacher = spec.teacher
+    if teacher.backend == "openai":
+        OpenAIEndpoint(teacher).open_key()  # the key variable is set
+        teacher.resolved_headers()  # and so are the header variables
+    load_teacher(teacher).close()  # backends check their own settings when built (no model is loaded here)
 
 
 def run_generate(ctx: "StageContext") -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -12,6 +11,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from distilflow.errors import DistilflowError
+from distilflow.jobs.lock import is_locked
+from distilflow.jobs.processes import process_start_time
+from distilflow.secrets import scrub
+from distilflow.workspace import Workspace
 
 # The one list of each name; everything else reads these.
 STAGES: tuple[str, ...] = ("prepare", "generate", "train", "evaluate", "report")
@@ -26,6 +29,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec TEXT NOT NULL,
     inputs_fingerprint TEXT NOT NULL,
     pid INTEGER,
+    pid_start INTEGER,
     error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -47,20 +51,8 @@ CREATE TABLE IF NOT EXISTS stages (
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not running any more.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    """Whether a process with this pid runs (a zombie does not)."""
+    return process_start_time(pid) is not None
 
 
 @dataclass
@@ -84,6 +76,7 @@ class JobRecord:
     spec: dict[str, Any]
     fingerprints: dict[str, str]
     pid: int | None
+    pid_start: int | None  # the pid's start time (clock ticks): a reused pid is never taken for the job
     error: str | None
     created_at: float
     updated_at: float
@@ -105,8 +98,12 @@ class JobStore:
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace = Workspace(self.db_path.parent)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "pid_start" not in columns:  # a workspace from before process start times were kept
+                db.execute("ALTER TABLE jobs ADD COLUMN pid_start INTEGER")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -163,7 +160,7 @@ class JobStore:
         return JobRecord(
             name=row["name"], status=self._effective_status(row), task_type=row["task_type"],
             spec=json.loads(row["spec"]), fingerprints=json.loads(row["inputs_fingerprint"]), pid=row["pid"],
-            error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
+            pid_start=row["pid_start"], error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
             stages=sorted((self._stage(s) for s in stages), key=lambda s: order.get(s.stage, 99)),
         )
 
@@ -176,11 +173,17 @@ class JobStore:
             names = [r["name"] for r in db.execute("SELECT name FROM jobs ORDER BY created_at")]
         return [self.get(n) for n in names]
 
-    @staticmethod
-    def _effective_status(row: sqlite3.Row) -> str:
-        # A job marked running whose process is gone was killed (kill -9, power loss): report it as failed.
-        if row["status"] == "running" and not pid_alive(row["pid"]):
+    def is_running(self, name: str) -> bool:
+        """Whether a process holds the job's lock: the only test of "running" (a status column can be stale)."""
+        return is_locked(self.workspace.job(name).lock)
+
+    def _effective_status(self, row: sqlite3.Row) -> str:
+        running = self.is_running(row["name"])
+        # A job marked running whose lock is free was killed (kill -9, power loss): report it as failed.
+        if row["status"] == "running" and not running:
             return "failed"
+        if running and row["status"] in ("queued", "canceled"):
+            return "running"  # started and not yet claimed, or stopping after a cancel: it still runs
         return row["status"]
 
     @staticmethod
@@ -191,11 +194,17 @@ class JobStore:
             error=row["error"], started_at=row["started_at"], finished_at=row["finished_at"],
         )
 
-    def set_job_status(self, name: str, status: str, *, error: str | None = None, pid: int | None = None) -> None:
+    def set_job_status(self, name: str, status: str, *, error: str | None = None) -> None:
         assert status in JOB_STATUSES, status
         with self._connect() as db:
-            db.execute("UPDATE jobs SET status=?, error=?, pid=?, updated_at=? WHERE name=?",
-                       (status, error, pid, time.time(), name))
+            db.execute("UPDATE jobs SET status=?, error=?, updated_at=? WHERE name=?",
+                       (status, None if error is None else scrub(error), time.time(), name))
+
+    def set_process(self, name: str, pid: int) -> None:
+        """Record the process that runs the job, with its start time (to recognise the pid later)."""
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET pid=?, pid_start=?, updated_at=? WHERE name=?",
+                       (pid, process_start_time(pid), time.time(), name))
 
     def raw_status(self, name: str) -> str:
         with self._connect() as db:
@@ -203,16 +212,11 @@ class JobStore:
         return row["status"] if row else "missing"
 
     def claim(self, name: str, pid: int) -> None:
-        """Mark the job running in this process; refuse if another live process is running it."""
+        """Mark the job running in this process (which holds its lock), and its interrupted stages pending again."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT status, pid FROM jobs WHERE name=?", (name,)).fetchone()
-            if row["status"] == "running" and row["pid"] != pid and pid_alive(row["pid"]):
-                db.execute("ROLLBACK")
-                raise DistilflowError(f"job {name!r} is already running (process {row['pid']}); "
-                                      f"wait for it or run `distilflow jobs cancel {name}`")
-            db.execute("UPDATE jobs SET status='running', error=NULL, pid=?, updated_at=? WHERE name=?",
-                       (pid, time.time(), name))
+            db.execute("UPDATE jobs SET status='running', error=NULL, pid=?, pid_start=?, updated_at=? WHERE name=?",
+                       (pid, process_start_time(pid), time.time(), name))
             db.execute("UPDATE stages SET status='pending' WHERE job=? AND status IN ('running','canceled')", (name,))
             db.execute("COMMIT")
 
@@ -226,14 +230,15 @@ class JobStore:
     def update_progress(self, name: str, stage: str, done: int, total: int | None, message: str | None = None) -> None:
         with self._connect() as db:
             db.execute("UPDATE stages SET done=?, total=?, message=? WHERE job=? AND stage=?",
-                       (done, total, message, name, stage))
+                       (done, total, None if message is None else scrub(message), name, stage))
 
     def finish_stage(self, name: str, stage: str, status: str, *, metrics: dict[str, Any] | None = None,
                      error: str | None = None) -> None:
         with self._connect() as db:
             db.execute(
                 "UPDATE stages SET status=?, metrics=COALESCE(?, metrics), error=?, finished_at=? WHERE job=? AND stage=?",
-                (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), name, stage))
+                (status, scrub(json.dumps(metrics)) if metrics is not None else None,
+                 None if error is None else scrub(error), time.time(), name, stage))
 
     def reset_stages(self, name: str, stages: list[str]) -> None:
         with self._connect() as db:

@@ -1,5 +1,6 @@
 """Stage 5, report: teacher vs baseline vs distilled as report.json (every figure), report.md, report.html and
-plots. data.py gathers the figures and the table cells that markdown.py and html.py both show."""
+plots. data.py gathers the figures (each model's result read through results.ModelResult), tables.py the cells
+that markdown.py and html.py both show, plots.py the SVG plots."""
 
 from __future__ import annotations
 

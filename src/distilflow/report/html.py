@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from distilflow.report.data import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
 
 MAX_ANSWER_CHARS = 1200
 

@@ -1,5 +1,5 @@
 """Stage 5, report: teacher vs baseline vs distilled, as report.json (every figure), report.md,
-report.html (self-contained, with plots) and plots/*.svg. The figures come from report_data.py."""
+report.html (self-contained, with plots) and plots/*.svg. The figures come from data.py, the cells from tables.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.io import write_json_atomic, write_text_atomic
-from distilflow.report.data import (build_report, fmt, performance_table, quality_table, relative_table,
-                                             summary_lines)
+from distilflow.report.data import build_report
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.workspace import JobPaths
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -64,8 +65,9 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     return "\n".join(lines)
 
 
-def write_report_files(report: dict[str, Any], folder: Path, stem: str = "report") -> dict[str, Path]:
-    """report.json, report.md, report.html and plots/*.svg into `folder`."""
+def write_report_files(report: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """report.json, report.md, report.html and plots/*.svg into `folder` (a job's, or a comparison's run folder:
+    the same file names, spelled by JobPaths)."""
     from distilflow.report.html import render_html
     from distilflow.report.plots import all_plots
 
@@ -75,7 +77,8 @@ def write_report_files(report: dict[str, Any], folder: Path, stem: str = "report
         path = folder / "plots" / f"{name}.svg"
         write_text_atomic(path, svg)
         plot_files[name] = f"plots/{name}.svg"
-    paths = {"json": folder / f"{stem}.json", "md": folder / f"{stem}.md", "html": folder / f"{stem}.html"}
+    files = JobPaths(folder)
+    paths = {"json": files.report_json, "md": files.report_md, "html": files.report_html}
     write_json_atomic(paths["json"], report)
     write_text_atomic(paths["md"], render_markdown(report, plot_files))
     write_text_atomic(paths["html"], render_html(report, plots))

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from typing import Any
+
+from distilflow.report.tables import model_results
+from distilflow.results import ModelResult
 
 COLORS = {"teacher": "#4c72b0", "baseline": "#8c8c8c", "distilled": "#dd8452"}
 _FALLBACK = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974"]
@@ -15,8 +19,8 @@ def _color(label: str, index: int) -> str:
     return COLORS.get(label, _FALLBACK[index % len(_FALLBACK)])
 
 
-def _evaluated(report: dict[str, Any]) -> list[str]:
-    return [label for label in report["labels"] if report["models"][label].get("evaluated", True)]
+def _evaluated(report: dict[str, Any]) -> dict[str, ModelResult]:
+    return {label: m for label, m in model_results(report).items() if m.evaluated}
 
 
 def _to_svg(fig, salt: str) -> str:
@@ -51,33 +55,32 @@ def _figure(columns: int, height: float = 3.2):
     return fig, list(axes[0])
 
 
-def _score_and_high(model: dict[str, Any], name: str) -> list[float]:
-    interval = (model.get("intervals") or {}).get(name) or {}
-    return [v for v in ((model.get("task_metrics") or {}).get(name), interval.get("high")) if v is not None]
+def _score_and_high(model: ModelResult, name: str) -> list[float]:
+    interval = model.interval(name)
+    return [v for v in (model.score(name), interval.high if interval else None) if v is not None]
 
 
 def scores_svg(report: dict[str, Any]) -> str | None:
     """Each task metric per model, with its 95% bootstrap interval as an error bar."""
-    labels = [l for l in _evaluated(report) if report["models"][l].get("task_metrics")]
-    names = [n for n in report["metric_names"] if any(n in report["models"][l]["task_metrics"] for l in labels)]
-    if not labels or not names:
+    models = {label: m for label, m in _evaluated(report).items() if m.task_metrics}
+    names = [n for n in report["metric_names"] if any(n in m.task_metrics for m in models.values())]
+    if not models or not names:
         return None
     fig, axes = _figure(len(names))
     for ax, name in zip(axes, names):
-        for i, label in enumerate(labels):
-            model = report["models"][label]
-            value = model["task_metrics"].get(name)
+        for i, (label, model) in enumerate(models.items()):
+            value = model.score(name)
             if value is None:
                 continue
-            interval = (model.get("intervals") or {}).get(name) or {}
+            interval = model.interval(name)
             error = None
-            if interval.get("low") is not None:
-                error = [[max(0.0, value - interval["low"])], [max(0.0, interval["high"] - value)]]
+            if interval is not None and interval.low is not None and interval.high is not None:
+                error = [[max(0.0, value - interval.low)], [max(0.0, interval.high - value)]]
             ax.bar(i, value, color=_color(label, i), yerr=error, capsize=6, ecolor="#222222")
             ax.annotate(f"{value:.3g}", (i, value), textcoords="offset points", xytext=(0, 3), ha="center",
                         fontsize=8)
-        ax.set_xticks(range(len(labels)), labels, rotation=15)
-        top = max((v for l in labels for v in _score_and_high(report["models"][l], name)), default=0.0)
+        ax.set_xticks(range(len(models)), list(models), rotation=15)
+        top = max((v for m in models.values() for v in _score_and_high(m, name)), default=0.0)
         ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)  # all-zero scores: a readable axis, not +-0.05
         ax.set_title(f"{name} (95% CI)")
         ax.grid(axis="y", alpha=0.3)
@@ -85,22 +88,25 @@ def scores_svg(report: dict[str, Any]) -> str | None:
     return _to_svg(fig, "scores")
 
 
+# The latency plot's series: name and the figure it shows (seconds).
+LATENCY_SERIES: list[tuple[str, Callable[[ModelResult], float | None]]] = [
+    ("mean", lambda m: m.latency_mean_s), ("p50", lambda m: m.latency_p50_s), ("p95", lambda m: m.latency_p95_s),
+    ("first token", lambda m: m.ttft_mean_s)]
+
+
 def latency_svg(report: dict[str, Any]) -> str | None:
     """Latency per answer (mean, p50, p95) and time to first token, in milliseconds."""
-    labels = [l for l in _evaluated(report) if report["models"][l].get("latency_mean_s") is not None]
-    if not labels:
+    models = {label: m for label, m in _evaluated(report).items() if m.latency_mean_s is not None}
+    if not models:
         return None
-    series = [("mean", "latency_mean_s"), ("p50", "latency_p50_s"), ("p95", "latency_p95_s"),
-              ("first token", "ttft_mean_s")]
     fig, axes = _figure(1, height=3.4)
     ax = axes[0]
-    width = 0.8 / len(series)
+    width = 0.8 / len(LATENCY_SERIES)
     shades = ["#4c72b0", "#64b5cd", "#8172b3", "#55a868"]
-    for s, (name, key) in enumerate(series):
-        values = [(report["models"][l].get(key) or 0.0) * 1000 for l in labels]
-        ax.bar([i + (s - 1.5) * width for i in range(len(labels))], values, width, label=name, color=shades[s])
-    ax.set_xticks(range(len(labels)),
-                  [l + (" (network)" if report["models"][l].get("network") else "") for l in labels])
+    for s, (name, figure) in enumerate(LATENCY_SERIES):
+        values = [(figure(m) or 0.0) * 1000 for m in models.values()]
+        ax.bar([i + (s - 1.5) * width for i in range(len(models))], values, width, label=name, color=shades[s])
+    ax.set_xticks(range(len(models)), [label + (" (network)" if m.network else "") for label, m in models.items()])
     ax.set_ylabel("ms per answer (batch size 1)")
     ax.set_title("Latency per model")
     ax.legend(fontsize=8)
@@ -110,22 +116,20 @@ def latency_svg(report: dict[str, Any]) -> str | None:
 
 def memory_svg(report: dict[str, Any]) -> str | None:
     """Peak memory and model memory (MB), and parameter count, per model."""
-    labels = [l for l in _evaluated(report) if report["models"][l].get("peak_memory_mb") is not None]
-    if not labels:
+    models = {label: m for label, m in _evaluated(report).items() if m.peak_memory_mb is not None}
+    if not models:
         return None
     fig, axes = _figure(2)
     memory, params = axes
-    for i, label in enumerate(labels):
-        model = report["models"][label]
-        memory.bar(i - 0.2, model["peak_memory_mb"], 0.4, color=_color(label, i),
-                   label="peak" if i == 0 else None)
-        memory.bar(i + 0.2, model.get("model_memory_mb") or 0.0, 0.4, color=_color(label, i), alpha=0.5,
+    for i, (label, model) in enumerate(models.items()):
+        memory.bar(i - 0.2, model.peak_memory_mb, 0.4, color=_color(label, i), label="peak" if i == 0 else None)
+        memory.bar(i + 0.2, model.model_memory_mb or 0.0, 0.4, color=_color(label, i), alpha=0.5,
                    hatch="//", label="model" if i == 0 else None)
-        params.bar(i, (model.get("parameters") or 0) / 1e6, color=_color(label, i))
-    memory.set_xticks(range(len(labels)), labels)
+        params.bar(i, (model.parameters or 0) / 1e6, color=_color(label, i))
+    memory.set_xticks(range(len(models)), list(models))
     memory.set_ylabel("MB")
     memory.set_title("Peak memory (solid) / model memory (hatched)")
-    params.set_xticks(range(len(labels)), labels)
+    params.set_xticks(range(len(models)), list(models))
     params.set_ylabel("millions")
     params.set_title("Parameters")
     for ax in axes:

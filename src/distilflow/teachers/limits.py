@@ -8,7 +8,10 @@ and retry timing must honour the server's Retry-After while we count every retry
 from __future__ import annotations
 
 import asyncio
+import calendar
+import datetime
 import email.utils
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -60,37 +63,63 @@ class TokenBucket:
 def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number `attempt` (0-based).
 
-    With a Retry-After from the server, wait that long (plus up to 10% jitter so that the requests
-    it stopped do not all return at once); otherwise exponential backoff with "equal jitter".
+    With a usable Retry-After from the server (positive and finite, see parse_retry_after), wait that long, plus
+    up to 10% jitter so that the requests it stopped do not all return at once; otherwise exponential backoff
+    with "equal jitter", so a server that says 0 (or nonsense) never gets a burst of instant retries.
     """
     rng = rng or random
-    if retry_after is not None:
-        wait = min(max(retry_after, 0.0), RETRY_AFTER_CAP_S)
-        return wait * (1.0 + 0.1 * rng.random())
+    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+        return min(retry_after, RETRY_AFTER_CAP_S) * (1.0 + 0.1 * rng.random())
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date); None if absent or unreadable."""
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (delay-seconds or an HTTP-date, RFC 9110 10.2.3).
+
+    None when absent, unreadable, not finite, zero or negative, or a date in the past: the caller then backs off
+    exponentially instead of retrying at once.
+    """
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    value = lowered.get("retry-after-ms")
-    if value is not None:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if value is None:
+    seconds: float | None = None
+    if lowered.get("retry-after-ms") is not None:
+        seconds = _number(lowered["retry-after-ms"])
+        seconds = None if seconds is None else seconds / 1000.0
+    if seconds is None and lowered.get("retry-after") is not None:
+        value = lowered["retry-after"].strip()
+        seconds = _number(value)
+        if seconds is None:
+            when = http_date(value)
+            seconds = None if when is None else when - time.time()
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         return None
+    return seconds
+
+
+def _number(value: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+
+
+# RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient must accept. Always GMT.
+_HTTP_DATE_FORMATS = ("%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")
+
+
+def http_date(value: str) -> float | None:
+    """Epoch seconds of an HTTP-date; a timezone other than GMT (like `-0000` or `+0200`) is honoured, and a
+    date without one is GMT, never local time."""
+    text = " ".join(value.split())
+    for form in _HTTP_DATE_FORMATS:
+        try:
+            return datetime.datetime.strptime(text, form).replace(tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            continue
+    parsed = email.utils.parsedate_tz(text)  # lenient RFC 5322 forms, e.g. with a numeric offset
+    if parsed is None:
+        return None
+    offset = parsed[9] or 0  # None (no zone, or -0000 "unknown zone"): read as GMT per RFC 9110
+    return calendar.timegm(parsed[:6] + (0, 0, 0)) - offset

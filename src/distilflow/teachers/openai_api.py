@@ -7,8 +7,9 @@ bodies are retried with exponential backoff and jitter, honouring Retry-After, u
 times; a request that still fails becomes a TeacherFailure with its reason. Errors no retry can fix
 (bad key, unknown model, no quota) stop the stage at once.
 
-The API key is read from the environment variable named by `teacher.api_key_env` when generation starts;
-it lives only in memory and is scrubbed from every message we produce.
+The key, the client and the wording of errors no retry can fix are the shared OpenAI endpoint's
+(models/openai.py): the key is read from the variable named by `teacher.api_key_env` when generation starts,
+lives only in memory and is scrubbed from every message.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from distilflow.errors import DistilflowError, SpecError
-from distilflow.spec import TeacherSpec
 from distilflow.models import Message
+from distilflow.models.openai import EndpointError, OpenAIEndpoint, error_detail
+from distilflow.spec import TeacherSpec
 from distilflow.teachers.async_bridge import answer_concurrently
 from distilflow.teachers.base import (
     GenerationParams,
@@ -37,13 +37,8 @@ from distilflow.teachers.base import (
 from distilflow.teachers.limits import TokenBucket, backoff_delay, parse_retry_after
 from distilflow.teachers.token_estimate import estimate_prompt_tokens
 
-# Placeholder key for endpoints that need none (local vLLM / llama.cpp servers); the SDK insists on one.
-NO_KEY = "EMPTY"
-_MAX_REASON_CHARS = 300
-
-
-class TeacherEndpointError(DistilflowError):
-    """The endpoint refuses every request (bad key, unknown model, no quota): retrying cannot help."""
+# The name callers know this error by; it is the shared endpoint's (one wording for teacher and evaluation).
+TeacherEndpointError = EndpointError
 
 
 class _Retryable(Exception):
@@ -58,12 +53,9 @@ class _Malformed(Exception):
 
 class OpenAITeacher(Teacher):
     def __init__(self, spec: TeacherSpec) -> None:
-        if spec.api_version and not spec.base_url:
-            raise SpecError("teacher.api_version selects Azure OpenAI, which needs teacher.base_url "
-                            "(the resource endpoint, like https://NAME.openai.azure.com)")
         self.spec = spec
+        self.endpoint = OpenAIEndpoint(spec, section="teacher")  # checks the Azure settings now
         self.counts: Counter[str] = Counter()
-        self._secret: str | None = None
 
     def identity(self) -> dict[str, Any]:
         # The model name decides the answers, not where it is served: a server restarted on another port (or a
@@ -76,61 +68,20 @@ class OpenAITeacher(Teacher):
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
 
-    # ----- secrets ------------------------------------------------------------------------
-    def _api_key(self) -> str:
-        name = self.spec.api_key_env
-        if not name:
-            return NO_KEY
-        value = os.environ.get(name, "").strip()
-        if not value:
-            raise SpecError(f"teacher.api_key_env is {name}, but the environment variable {name} is not set "
-                            f"(export {name}=... before running)")
-        return value
-
-    def scrub(self, text: str) -> str:
-        """The text with the API key (if any) replaced by ***, cut to a readable length."""
-        if self._secret and self._secret != NO_KEY:
-            text = text.replace(self._secret, "***")
-        return text if len(text) <= _MAX_REASON_CHARS else text[:_MAX_REASON_CHARS] + "..."
-
-    # ----- the client -----------------------------------------------------------------------
-    def _make_client(self, api_key: str):
-        import openai
-
-        spec = self.spec
-        timeout = openai.Timeout(spec.timeout, connect=min(10.0, spec.timeout))
-        # Keep a connection per concurrent request (the SDK default keeps only 100 alive).
-        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=spec.max_concurrency + 16,
-                                                         max_keepalive_connections=spec.max_concurrency)
-        http_client = None
-        aiohttp_client = getattr(openai, "DefaultAioHttpClient", None)
-        if aiohttp_client is not None:
-            try:  # the aiohttp transport is faster under high concurrency; available with aiohttp installed
-                http_client = aiohttp_client(timeout=timeout, limits=limits)
-            except RuntimeError:
-                http_client = None
-        if http_client is None:
-            http_client = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
-        common: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout,
-                                  "default_headers": dict(spec.headers) or None, "http_client": http_client}
-        if spec.api_version:
-            return openai.AsyncAzureOpenAI(azure_endpoint=spec.base_url, api_version=spec.api_version, **common)
-        return openai.AsyncOpenAI(base_url=spec.base_url, **common)
-
     # ----- generation -----------------------------------------------------------------------
     def generate(
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
     ) -> Iterator[TeacherResult]:
-        self._secret = self._api_key()
+        self.endpoint.open_key()
         spec = self.spec
         holder: dict[str, Any] = {}
         rpm = TokenBucket(spec.requests_per_minute) if spec.requests_per_minute else None
         tpm = TokenBucket(spec.tokens_per_minute) if spec.tokens_per_minute else None
 
         async def start() -> None:
-            holder["client"] = self._make_client(self._secret or NO_KEY)
+            holder["client"] = self.endpoint.async_client(spec.max_concurrency)
 
         async def finish() -> None:
             client = holder.pop("client", None)
@@ -143,7 +94,7 @@ class OpenAITeacher(Teacher):
         try:
             yield from answer_concurrently(requests, ask, spec.max_concurrency, start, finish)
         finally:
-            self._secret = None
+            self.endpoint.forget_key()
 
     async def _ask(self, client, request: TeacherRequest, params: GenerationParams,
                    rpm: TokenBucket | None, tpm: TokenBucket | None) -> TeacherResult:
@@ -170,7 +121,7 @@ class OpenAITeacher(Teacher):
                     tpm.adjust(estimate)  # a refused request used no tokens
                 if attempt >= self.spec.max_retries:
                     self.counts["failed"] += 1
-                    return TeacherFailure(request.key, self.scrub(
+                    return TeacherFailure(request.key, self.endpoint.scrub(
                         f"{error} (gave up after {attempt + 1} attempts)"))
                 self.counts["retries"] += 1
                 await asyncio.sleep(backoff_delay(attempt, error.retry_after))
@@ -178,7 +129,7 @@ class OpenAITeacher(Teacher):
                 continue
             except _Rejected as error:
                 self.counts["failed"] += 1
-                return TeacherFailure(request.key, self.scrub(str(error)))
+                return TeacherFailure(request.key, self.endpoint.scrub(str(error)))
             if tpm is not None:  # charge what was really used (the estimate stands if the server reports no usage)
                 tpm.adjust(estimate - (prompt_tokens + completion_tokens or estimate))
             for text, reason, top in got:
@@ -238,24 +189,15 @@ class OpenAITeacher(Teacher):
 
     def _raise_for_status(self, error: Any) -> None:
         status = error.status_code
-        detail = _error_detail(error)
+        detail = error_detail(error)
+        refusal = self.endpoint.refusal(status, getattr(error, "code", None), detail)
+        if refusal is not None:
+            raise refusal
         retry_after = parse_retry_after(getattr(error.response, "headers", None))
         if status == 429:
-            if getattr(error, "code", None) == "insufficient_quota":
-                raise TeacherEndpointError(self.scrub(f"the teacher API account has no quota left (429 "
-                                                      f"insufficient_quota): {detail}"))
             raise _Retryable("rate_limited", f"rate limited (429): {detail}", retry_after)
         if status >= 500 or status in (408, 409):
             raise _Retryable("server_errors", f"server error ({status}): {detail}", retry_after)
-        if status in (401, 403):
-            raise TeacherEndpointError(self.scrub(
-                f"the teacher endpoint refused the API key ({status}); check the key in ${self.spec.api_key_env} "
-                f"and teacher.base_url: {detail}" if self.spec.api_key_env else
-                f"the teacher endpoint wants an API key ({status}); set teacher.api_key_env: {detail}"))
-        if status == 404:
-            raise TeacherEndpointError(self.scrub(
-                f"the teacher endpoint answered 404 for model {self.spec.model!r}: check teacher.model and "
-                f"teacher.base_url ({self.spec.base_url or 'the OpenAI default'}): {detail}"))
         raise _Rejected(f"rejected by the endpoint ({status}): {detail}")
 
     def _parse(self, response: Any, params: GenerationParams) -> tuple[list[tuple[str, str, TopLogprobs | None]], int, int]:
@@ -277,7 +219,7 @@ class OpenAITeacher(Teacher):
             if params.top_logprobs:
                 top = _top_logprobs(choice.get("logprobs"), params.top_logprobs)
                 if top is None and text:
-                    raise TeacherEndpointError(
+                    raise EndpointError(
                         f"generation.top_logprobs is {params.top_logprobs}, but the endpoint returned no log-probs "
                         f"(does it support logprobs/top_logprobs for model {self.spec.model!r}?)")
                 if top is None:  # an empty answer has no positions
@@ -306,16 +248,6 @@ def _dropped(error: BaseException) -> bool:
         if isinstance(seen, ConnectionError) or type(seen).__name__ in _DROPPED:
             return True
     return False
-
-
-def _error_detail(error: Any) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        nested = body.get("error")
-        message = nested.get("message") if isinstance(nested, dict) else body.get("message")
-        if message:
-            return str(message)
-    return str(getattr(error, "message", "") or error)
 
 
 def _top_logprobs(logprobs: Any, k: int) -> TopLogprobs | None:

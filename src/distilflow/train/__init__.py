@@ -1,35 +1,55 @@
-"""Stage 3, train: fine-tune the student on the synthetic data. One module per method."""
+"""Stage 3, train: fine-tune the student on the synthetic data, with the method that `training.method` names.
+
+Each method is one module, found through METHODS and imported only when used. A method module exposes
+`preflight(spec)`, the checks that need no teacher answer (the runner calls it before any teacher request), and
+`run(ctx) -> metrics`. What every method shares (rows, student, trainer arguments, callbacks, resume, fit, save)
+is recipe.py; methods never import each other.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from distilflow.errors import SpecError
+from distilflow.spec import TRAINING_METHODS
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
     from distilflow.spec import JobSpec
 
-# training.method -> "module:function"
+# training.method -> its module
 METHODS: dict[str, str] = {
-    "sft": "distilflow.train.sft:train_sft",
-    "kd": "distilflow.train.kd:train_kd",
-    "sparse_kd": "distilflow.train.sparse_kd:train_sparse_kd",
+    "sft": "distilflow.train.sft",
+    "kd": "distilflow.train.kd",
+    "sparse_kd": "distilflow.train.sparse_kd",
 }
+assert set(METHODS) == set(TRAINING_METHODS), "spec.TRAINING_METHODS and train.METHODS must name the same methods"
 
 
-def run_train(ctx: "StageContext") -> dict[str, Any]:
-    method = ctx.spec.training.method
-    target = METHODS.get(method)
-    if target is None:
-        from distilflow.errors import SpecError
+class TrainingMethod(Protocol):
+    """What a method module provides."""
 
+    def preflight(self, spec: "JobSpec") -> None: ...
+
+    def run(self, ctx: "StageContext") -> dict[str, Any]: ...
+
+
+def method_module(method: str) -> TrainingMethod:
+    module = METHODS.get(method)
+    if module is None:
         raise SpecError(f"training.method {method!r} is not available yet (available: {', '.join(METHODS)})")
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)(ctx)
+    return cast(TrainingMethod, importlib.import_module(module))
 
 
 def preflight(spec: "JobSpec") -> None:
-    """Checks that need no teacher answer: logit methods need one tokenizer for teacher and student."""
-    from distilflow.train.compatibility import check_logit_distillation
+    """Before any teacher request: the student loads (and its prune rule fits), then the method's own checks of
+    settings, teacher and student (e.g. one tokenizer for logit methods)."""
+    from distilflow.train.student import check_student_loads
 
-    check_logit_distillation(spec)
+    check_student_loads(spec)
+    method_module(spec.training.method).preflight(spec)
+
+
+def run_train(ctx: "StageContext") -> dict[str, Any]:
+    return method_module(ctx.spec.training.method).run(ctx)

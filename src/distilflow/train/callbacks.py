@@ -1,5 +1,5 @@
-"""Trainer callbacks: the stage's progress bar (loss, distillation terms, tokens/s; the bar shows the ETA) and
-job-store progress, cancel checks, and a loss log. Used by the main process only."""
+"""The Trainer callback behind the stage's progress bar (loss, distillation terms, tokens/s; the bar shows the ETA),
+job-store progress, cancel checks, and student/train_log.json. Used by the main process only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from distilflow.io import write_json_atomic
 from distilflow.jobs.progress import StageProgress
@@ -22,16 +22,19 @@ class ProgressCallback(TrainerCallback):
         self.history: list[dict[str, Any]] = json.loads(log_path.read_text()) if log_path.exists() else []
         self._last_tokens: tuple[float, float] | None = None  # (time, tokens seen) at the previous log
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         self.history = [h for h in self.history if h.get("step", 0) <= state.global_step]
         self.progress.set_total(state.max_steps)
         self.progress.update(state.global_step)
         self._last_tokens = (time.monotonic(), 0.0)  # TRL counts tokens from 0 in each run (resumed or not)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
         self.progress.update(state.global_step)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs:
             return
         entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}

@@ -3,77 +3,32 @@
 Logit distillation compares the two models' probabilities token by token, so both must use one tokenizer
 (same vocabulary and token -> id map; extra padding rows in an embedding are fine) and their chat templates
 must put the answer at the same place. Otherwise the loss would silently train on garbage; `sft` works
-across tokenizers.
+across tokenizers. Each logit method's preflight picks the checks it needs.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
-from distilflow.errors import DistilflowError, SpecError
+from distilflow.errors import DistilflowError
+from distilflow.models import Message, render_chat
 from distilflow.spec import JobSpec
 
-log = logging.getLogger(__name__)
-
 SFT_HINT = "use training.method: sft, which works across tokenizers"
-_PROBE_PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
+_PROBE_PROMPT: list[Message] = [{"role": "user", "content": "What is 2 + 2?"}]
 _PROBE_ANSWER = "The answer is 4."
+_PROBE_CONVERSATION: list[Message] = [*_PROBE_PROMPT, {"role": "assistant", "content": _PROBE_ANSWER}]
 
 
-def check_spec(spec: JobSpec) -> None:
-    """Settings a logit method needs (no model is loaded)."""
-    t = spec.training
-    if t.method == "kd" and spec.teacher.backend != "hf":
-        raise SpecError(
-            "training.method kd runs the teacher next to the student, so it needs a local teacher (teacher.backend: "
-            "hf); with an API or recorded teacher use sparse_kd with generation.top_logprobs, or sft")
-    if t.method == "sparse_kd":
-        if spec.generation.top_logprobs < 1:
-            raise SpecError("training.method sparse_kd learns from the teacher's stored top-k log-probs: set "
-                            "generation.top_logprobs (for example 8)")
-        if spec.teacher.backend == "recorded":
-            raise SpecError("training.method sparse_kd needs the teacher's top-k log-probs, which recorded "
-                            "completions do not have; use sft")
-
-
-def check_logit_distillation(spec: JobSpec) -> None:
-    """Refuse kd / sparse_kd for a teacher and student that do not share tokenizer and answer placement."""
-    if spec.training.method == "sft":
-        return
-    check_spec(spec)
-    teacher_tokenizer = _teacher_tokenizer(spec)
-    if teacher_tokenizer is None:
-        log.info("teacher %s has no local tokenizer to compare; its top-k tokens are mapped to the student's "
-                 "vocabulary at training time", spec.teacher.model)
-        return
-    from distilflow.models import load_tokenizer
-
-    student_tokenizer = load_tokenizer(spec.student.model)
-    method = spec.training.method
-    compare_vocabularies(teacher_tokenizer, student_tokenizer, method)
-    for who, tokenizer in (("teacher", teacher_tokenizer), ("student", student_tokenizer)):
+def check_one_tokenizer(teacher: Any, student: Any, method: str) -> None:
+    """Teacher and student share one vocabulary, and each template puts the answer right after its prompt."""
+    compare_vocabularies(teacher, student, method)
+    for who, tokenizer in (("teacher", teacher), ("student", student)):
         check_answer_placement(tokenizer, who, method)
-    if method == "kd":
-        compare_chat_templates(teacher_tokenizer, student_tokenizer)
-        compare_model_vocab_sizes(spec, len(student_tokenizer))
 
 
-def _teacher_tokenizer(spec: JobSpec):
-    from distilflow.models import load_tokenizer
-
-    if spec.teacher.backend == "hf":
-        return load_tokenizer(spec.teacher.model)  # the teacher must load anyway: let its error speak
-    if spec.teacher.backend == "vllm":
-        try:
-            return load_tokenizer(spec.teacher.model)
-        except DistilflowError:
-            return None
-    return None  # API teachers: model names, not tokenizers
-
-
-def compare_vocabularies(teacher, student, method: str) -> None:
+def compare_vocabularies(teacher: Any, student: Any, method: str) -> None:
     teacher_vocab, student_vocab = teacher.get_vocab(), student.get_vocab()
     if teacher_vocab == student_vocab:
         return
@@ -86,14 +41,10 @@ def compare_vocabularies(teacher, student, method: str) -> None:
         f"token by token, so {SFT_HINT}")
 
 
-def _render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def check_answer_placement(tokenizer, who: str, method: str) -> None:
+def check_answer_placement(tokenizer: Any, who: str, method: str) -> None:
     """The answer must follow the generation prompt verbatim (no reasoning block or rewriting in between)."""
-    prompt = _render(tokenizer, _PROBE_PROMPT, True)
-    full = _render(tokenizer, [*_PROBE_PROMPT, {"role": "assistant", "content": _PROBE_ANSWER}], False)
+    prompt = render_chat(tokenizer, _PROBE_PROMPT, generation_prompt=True)
+    full = render_chat(tokenizer, _PROBE_CONVERSATION, generation_prompt=False)
     if not full.startswith(prompt + _PROBE_ANSWER):
         shared = len(os.path.commonprefix([prompt + _PROBE_ANSWER, full]))
         raise DistilflowError(
@@ -102,10 +53,10 @@ def check_answer_placement(tokenizer, who: str, method: str) -> None:
             f"probabilities cannot be matched to the answer's positions; {SFT_HINT}")
 
 
-def compare_chat_templates(teacher, student) -> None:
+def compare_chat_templates(teacher: Any, student: Any) -> None:
     """kd feeds the student's tokens to the teacher: both templates must render a conversation identically."""
-    conversation = [*_PROBE_PROMPT, {"role": "assistant", "content": _PROBE_ANSWER}]
-    teacher_text, student_text = _render(teacher, conversation, False), _render(student, conversation, False)
+    teacher_text = render_chat(teacher, _PROBE_CONVERSATION, generation_prompt=False)
+    student_text = render_chat(student, _PROBE_CONVERSATION, generation_prompt=False)
     if teacher_text != student_text:
         at = next((i for i, (a, b) in enumerate(zip(teacher_text, student_text)) if a != b),
                   min(len(teacher_text), len(student_text)))

@@ -8,7 +8,7 @@ is either a local model run on the same batch (`kd`) or top-K log-probs carried 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate.utils import is_peft_model
@@ -19,10 +19,20 @@ from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from distilflow.train.losses import DistillSettings, Head, LossTerms, dense_kd_loss, sparse_kd_loss
 
+if TYPE_CHECKING:
+    from distilflow.spec import TrainingSpec
+
 # Batch columns holding stored teacher targets (sparse_kd), [batch, sequence, K]; the target at position j is
 # the teacher's distribution for token j.
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
 TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
+
+
+def distill_settings(training: "TrainingSpec") -> DistillSettings:
+    """The loss settings of the spec's training section (shared by kd and sparse_kd)."""
+    return DistillSettings(divergence=training.divergence, jsd_beta=training.jsd_beta,
+                           temperature=training.kd_temperature, alpha=training.kd_alpha,
+                           chunk_size=training.loss_chunk_size)
 
 
 def causal_lm(model: Any) -> Any:
@@ -62,7 +72,8 @@ class DistillationTrainer(SFTTrainer):
         super()._set_signature_columns_if_needed()
         self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset"]
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
         mode = "train" if self.model.training else "eval"
         labels = inputs["labels"]
         targets = {k: inputs[k] for k in TARGET_COLUMNS if k in inputs}
@@ -84,7 +95,9 @@ class DistillationTrainer(SFTTrainer):
         self._record_terms(mode, kd_sum, ce_sum, tokens, inputs)
         return (loss, None) if return_outputs else loss
 
-    def _student_loss(self, unwrapped, model_inputs, labels, teacher_hidden, targets, normalizer):
+    def _student_loss(self, unwrapped: Any, model_inputs: dict[str, Any], labels: torch.Tensor,
+                      teacher_hidden: torch.Tensor | None, targets: dict[str, torch.Tensor],
+                      normalizer: torch.Tensor | int | None) -> tuple[torch.Tensor, ...]:
         hidden = last_hidden_state(unwrapped, model_inputs)[:, :-1]  # position j predicts token j + 1
         labels = labels[:, 1:]
         layer = causal_lm(unwrapped).get_output_embeddings()
@@ -99,7 +112,8 @@ class DistillationTrainer(SFTTrainer):
                                        self.distill, normalizer)
         return terms.loss, terms.kd_sum, terms.ce_sum, terms.tokens
 
-    def _record_terms(self, mode: str, kd_sum, ce_sum, tokens, inputs) -> None:
+    def _record_terms(self, mode: str, kd_sum: torch.Tensor, ce_sum: torch.Tensor, tokens: torch.Tensor,
+                      inputs: dict[str, Any]) -> None:
         """Per-token divergence and cross-entropy of this micro-batch (all ranks), logged as kd_loss / ce_loss."""
         gather = self.accelerator.gather  # plain gather: one row per process (gather_for_metrics trims eval remainders)
         sums = gather(torch.stack([kd_sum.float(), ce_sum.float(), tokens.float().to(kd_sum.device)])[None])

@@ -12,57 +12,50 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from distilflow.errors import StageError
 from distilflow.dist import is_main_process
-from distilflow.train.losses import DistillSettings
-from distilflow.train.student import load_student
+from distilflow.errors import SpecError
+from distilflow.models import load_causal_lm, load_tokenizer, pick_dtype
+from distilflow.train import recipe
+from distilflow.train.compatibility import check_one_tokenizer, compare_chat_templates, compare_model_vocab_sizes
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
+    from distilflow.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
 
-def distill_settings(ctx: "StageContext") -> DistillSettings:
-    t = ctx.spec.training
-    return DistillSettings(divergence=t.divergence, jsd_beta=t.jsd_beta, temperature=t.kd_temperature,
-                           alpha=t.kd_alpha, chunk_size=t.loss_chunk_size)
+def preflight(spec: "JobSpec") -> None:
+    """A local teacher that shares the student's tokenizer and chat template, and whose head covers it."""
+    if spec.teacher.backend != "hf":
+        raise SpecError(
+            "training.method kd runs the teacher next to the student, so it needs a local teacher (teacher.backend: "
+            "hf); with an API or recorded teacher use sparse_kd with generation.top_logprobs, or sft")
+    teacher_tokenizer = load_tokenizer(spec.teacher.model)  # the teacher must load anyway: let its error speak
+    student_tokenizer = load_tokenizer(spec.student.model)
+    check_one_tokenizer(teacher_tokenizer, student_tokenizer, "kd")
+    compare_chat_templates(teacher_tokenizer, student_tokenizer)
+    compare_model_vocab_sizes(spec, len(student_tokenizer))
 
 
-def load_teacher_model(ctx: "StageContext"):
+def load_teacher_model(ctx: "StageContext") -> Any:
     """The teacher for online KD, frozen, in the dtype its spec asks for on the training device."""
-    import torch
-
-    from distilflow.models import load_causal_lm, pick_device, pick_dtype
-
-    t = ctx.spec.teacher
-    training_device = "cpu" if ctx.spec.training.device == "cpu" or not torch.cuda.is_available() else "cuda"
-    dtype = pick_dtype(t.dtype, pick_device(training_device))
+    dtype = pick_dtype(ctx.spec.teacher.dtype, recipe.training_device(ctx.spec))
     # Loaded on the CPU; the trainer moves it to its (per-process) device.
-    model = load_causal_lm(t.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
+    model = load_causal_lm(ctx.spec.teacher.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
     return model.eval().requires_grad_(False)
 
 
-def train_kd(ctx: "StageContext") -> dict[str, Any]:
-    from datasets import Dataset
+def run(ctx: "StageContext") -> dict[str, Any]:
+    from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
 
-    from distilflow.train.distill_trainer import DistillationTrainer
-    from distilflow.train.fit import fit
-    from distilflow.train.compatibility import check_logit_distillation
-    from distilflow.train.sft import prompt_completion_rows
-
-    check_logit_distillation(ctx.spec)
-    train_rows = prompt_completion_rows(ctx.paths.synthetic_split("train"))
-    if not train_rows:
-        raise StageError(f"no training rows in {ctx.paths.synthetic_split('train')}; run the generate stage first")
-    validation_rows = prompt_completion_rows(ctx.paths.synthetic_split("validation"))
-    model, tokenizer = load_student(ctx, device="cpu", save=is_main_process())
-    teacher = load_teacher_model(ctx)
-    settings = distill_settings(ctx)
+    rows = recipe.synthetic_rows(ctx)
+    model, tokenizer = recipe.load_student_to_train(ctx)
+    settings = distill_settings(ctx.spec.training)
     if is_main_process():
         log.info("kd: %s at temperature %g, alpha %g, up to %d tokens per loss chunk", settings.divergence,
                  settings.temperature, settings.alpha, settings.chunk_size)
-    return fit(ctx, method="kd", trainer_class=DistillationTrainer, model=model, tokenizer=tokenizer,
-               train_dataset=Dataset.from_list(train_rows),
-               eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
-               distill=settings, teacher_model=teacher)
+    plan = recipe.MethodPlan("kd", DistillationTrainer, train_rows=recipe.prompt_completion_rows(rows.train),
+                             validation_rows=recipe.prompt_completion_rows(rows.validation),
+                             trainer_kwargs={"distill": settings, "teacher_model": load_teacher_model(ctx)})
+    return recipe.fit(ctx, plan, model, tokenizer)

@@ -1,292 +1,85 @@
 """Method `sparse_kd`: distillation from the teacher's stored top-K log-probs (`generation.top_logprobs: K`),
 from any backend that returns them (hf, vLLM, OpenAI-compatible APIs), with the remaining probability mass as
-a tail bucket (see losses.py).
+a tail bucket (see losses.py). How stored log-probs become per-token targets: sparse_targets.py.
 
-Turning a synthetic row into training targets:
-1. Token ids. The hf teacher stores token ids. API teachers store token strings, mapped to the student's ids:
-   an exact vocabulary entry, `token_id:N` (vLLM's `return_tokens_as_token_ids`), `bytes:\\x..` or plain text
-   spelled as a byte-level BPE token, or text that the tokenizer encodes as exactly one token (TokenMapper). A
-   string that maps to nothing is unmappable: its probability joins the tail bucket. If most stored tokens are
-   unmappable the teacher uses another tokenizer, and training stops.
-2. Positions. The stored rows are one per token the teacher generated. The row's answer is re-tokenised in the
-   student's chat template; the positions align when the answer's tokens there are as many as the stored rows.
-   Otherwise, when the teacher's top-1 tokens decode to the answer (greedy decoding), the answer is spelled with
-   those tokens. A row that aligns neither way (sampled answers whose text does not re-tokenise to the teacher's
-   tokens, or answers cut at a stop string) gets no divergence term: it is trained with cross-entropy on its text
-   only, and counted (`rows_without_teacher_targets`).
-The end-of-turn tokens after the answer have no stored distribution either: cross-entropy only.
+Rows whose answer does not align with the teacher's stored tokens are trained with cross-entropy only, and
+counted in the stage's metrics (`rows_without_teacher_targets`, by reason).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections import Counter
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from distilflow.io import iter_jsonl
-from distilflow.errors import DistilflowError, StageError
 from distilflow.dist import is_main_process
-from distilflow.teachers.cache import TeacherCache
-from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
-from distilflow.train.compatibility import SFT_HINT
-from distilflow.train.student import load_student
+from distilflow.errors import DistilflowError, SpecError
+from distilflow.models import load_tokenizer
+from distilflow.train import recipe
+from distilflow.train.compatibility import SFT_HINT, check_one_tokenizer
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.models import TopLogprobs
+    from distilflow.spec import JobSpec
+    from distilflow.train.sparse_targets import SparseStats
 
 log = logging.getLogger(__name__)
 # Training stops when more than this share of the stored top-K tokens are not in the student's vocabulary.
 MAX_UNMAPPABLE = 0.5
-_ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 
-class TokenMapper:
-    """Teacher token strings -> student token ids (None when unmappable), cached.
-
-    Tried in order: an exact vocabulary entry; `token_id:N` (vLLM's return_tokens_as_token_ids); escaped bytes of
-    partial UTF-8 (vLLM's `bytes:\\xe2\\x80`, OpenAI's `\\xe2\\x80`); the token's bytes in byte-level BPE
-    spelling (GPT-2 family: " hi" is "Ġhi"); text that the tokenizer encodes as exactly one token.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-        self.tokenizer = tokenizer
-        self.vocab = tokenizer.get_vocab()
-        self.byte_spelling = bytes_to_unicode()
-        self.cache: dict[str, int | None] = {}
-
-    def __call__(self, token: str) -> int | None:
-        if token not in self.cache:
-            self.cache[token] = self._map(token)
-        return self.cache[token]
-
-    def _map(self, token: str) -> int | None:
-        if token in self.vocab:
-            return self.vocab[token]
-        if token.startswith("token_id:") and token[9:].isdigit():
-            return int(token[9:])
-        escaped = token[6:] if token.startswith("bytes:") else token if _ESCAPED_BYTES.fullmatch(token) else None
-        if escaped is not None:  # partial UTF-8: vLLM writes "bytes:\\xe2\\x80", OpenAI "\\xe2\\x80"
-            raw = bytes(int(h, 16) for h in re.findall(r"\\x([0-9a-fA-F]{2})", escaped))
-        else:
-            raw = token.encode("utf-8")
-        byte_level = "".join(self.byte_spelling[b] for b in raw)
-        if byte_level in self.vocab:
-            return self.vocab[byte_level]
-        ids = self.tokenizer.encode(token, add_special_tokens=False) if escaped is None else []
-        return ids[0] if len(ids) == 1 else None
+def preflight(spec: "JobSpec") -> None:
+    """Stored top-K log-probs, and (for a local teacher) one tokenizer for teacher and student."""
+    if spec.generation.top_logprobs < 1:
+        raise SpecError("training.method sparse_kd learns from the teacher's stored top-k log-probs: set "
+                        "generation.top_logprobs (for example 8)")
+    if spec.teacher.backend == "recorded":
+        raise SpecError("training.method sparse_kd needs the teacher's top-k log-probs, which recorded "
+                        "completions do not have; use sft")
+    if spec.teacher.backend != "hf":  # API teachers name models, not tokenizers
+        log.info("teacher %s has no local tokenizer to compare; its top-k tokens are mapped to the student's "
+                 "vocabulary at training time", spec.teacher.model)
+        return
+    # The teacher must load anyway: let its error speak.
+    check_one_tokenizer(load_tokenizer(spec.teacher.model), load_tokenizer(spec.student.model), "sparse_kd")
 
 
-def stored_targets(top: "TopLogprobs", mapper: TokenMapper, vocab_size: int
-                   ) -> tuple[list[list[int]], list[list[float]], int, int]:
-    """Per generated position: K ids (-1 = no usable token) and log-probs; plus (unmappable, total) counts."""
-    ids_rows: list[list[int]] = []
-    logprob_rows: list[list[float]] = []
-    unmappable = total = 0
-    for position, logprobs in enumerate(top.logprobs):
-        if top.token_ids is not None:
-            ids = [int(i) if 0 <= int(i) < vocab_size else None for i in top.token_ids[position]]
-        else:
-            ids = [mapper(t) if t else None for t in (top.tokens or [])[position]]
-        merged: dict[int, float] = {}  # two strings can name one id: their probabilities add up
-        for token_id, logprob in zip(ids, logprobs):
-            if logprob == -math.inf:  # an empty slot (the endpoint returned fewer than K)
-                continue
-            total += 1
-            if token_id is None:
-                unmappable += 1
-            elif token_id in merged:
-                merged[token_id] = _logaddexp(merged[token_id], logprob)
-            else:
-                merged[token_id] = float(logprob)
-        width = len(logprobs)
-        ids_rows.append(list(merged) + [-1] * (width - len(merged)))
-        logprob_rows.append(list(merged.values()) + [0.0] * (width - len(merged)))
-    return ids_rows, logprob_rows, unmappable, total
-
-
-def _logaddexp(a: float, b: float) -> float:
-    top = max(a, b)
-    return top + math.log(math.exp(a - top) + math.exp(b - top))
-
-
-def _tokens(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int]] | None,
-              logprobs: list[list[float]] | None, max_length: int) -> tuple[dict[str, Any], str]:
-    """Tokenised row (input_ids, labels on the answer and end of turn) with teacher targets on the answer tokens.
-
-    Returns the row and why it has no targets ("" when aligned).
-    """
-    prompt, answer = messages[:-1], messages[-1]["content"]
-    prompt_ids = _tokens(tokenizer, _render(tokenizer, prompt, True))
-    full_ids = _tokens(tokenizer, _render(tokenizer, messages, False))
-    start = _common_prefix(prompt_ids, full_ids)  # where the completion starts, as TRL's SFT computes it
-    answer_ids = _tokens(tokenizer, answer)
-    reason = ""
-    if not ids:
-        reason = "no_stored_logprobs"
-    elif full_ids[start:start + len(answer_ids)] == answer_ids and len(answer_ids) == len(ids):
-        pass  # the answer re-tokenises to exactly as many tokens as the teacher generated
-    else:
-        greedy = _greedy_spelling(tokenizer, answer, ids)
-        if greedy is None:
-            reason = "answer_does_not_retokenise_to_teacher_tokens"
-        else:
-            # Spell the answer with the teacher's own tokens; the end of turn is what the template puts after it.
-            empty = _tokens(tokenizer, _render(tokenizer, [*prompt, {"role": "assistant", "content": ""}], False))
-            end_of_turn = empty[_common_prefix(prompt_ids, empty):]
-            full_ids = prompt_ids + greedy + end_of_turn
-            start, answer_ids = len(prompt_ids), greedy
-    labels = [-100] * start + full_ids[start:]
-    row: dict[str, Any] = {"input_ids": full_ids[:max_length], "labels": labels[:max_length]}
-    width = max((len(r) for r in ids), default=0) if ids else 0
-    if not reason and width:
-        n = min(len(answer_ids), max(0, max_length - start))
-        row["teacher_offset"] = start
-        row[TOPK_IDS] = ids[:n]
-        row[TOPK_LOGPROBS] = logprobs[:n]
-    else:
-        row["teacher_offset"], row[TOPK_IDS], row[TOPK_LOGPROBS] = 0, [], []
-    return row, reason
-
-
-def _greedy_spelling(tokenizer: Any, answer: str, ids: list[list[int]]) -> list[int] | None:
-    """The teacher's top-1 tokens, when they (or a prefix of them) decode to the answer: what greedy decoding said."""
-    top1 = [row[0] for row in ids if row and row[0] >= 0]
-    if len(top1) != len(ids):
-        return None
-    for n in range(len(top1), 0, -1):
-        text = tokenizer.decode(top1[:n], skip_special_tokens=True)
-        if text == answer:
-            return top1[:n]
-        if len(text) < len(answer):
-            return None
-    return None
-
-
-@dataclass
-class SparseStats:
-    rows: int = 0
-    unmappable_tokens: int = 0
-    stored_tokens: int = 0
-    reasons: Counter | None = None
-
-    def __post_init__(self) -> None:
-        self.reasons = self.reasons or Counter()
-
-
-def sparse_rows(ctx: "StageContext", tokenizer: Any, split: str, vocab_size: int, stats: SparseStats
-                ) -> list[dict[str, Any]]:
-    cache = TeacherCache(ctx.paths.teacher_cache)
-    mapper = TokenMapper(tokenizer)
-    rows = []
-    try:
-        for synthetic in iter_jsonl(ctx.paths.synthetic_split(split)):
-            answer = cache.get(synthetic.get("teacher_key", ""), with_logprobs=True)
-            sample = synthetic.get("sample", 0)
-            ids = logprobs = None
-            if answer is not None and answer.top_logprobs and sample < len(answer.top_logprobs):
-                ids, logprobs, unmappable, total = stored_targets(answer.top_logprobs[sample], mapper, vocab_size)
-                stats.unmappable_tokens += unmappable
-                stats.stored_tokens += total
-            row, reason = build_row(tokenizer, synthetic["messages"], ids, logprobs, ctx.spec.training.max_seq_length)
-            stats.rows += 1
-            if reason:
-                stats.reasons[reason] += 1
-            rows.append(row)
-    finally:
-        cache.close()
-    return rows
-
-
-@dataclass
-class SparseTargetCollator:
-    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets."""
-
-    base: Any  # trl DataCollatorForLanguageModeling
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        batch = self.base([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-        length = batch["input_ids"].shape[1]
-        width = max([len(r) for e in examples for r in e[TOPK_IDS]] or [1])
-        ids = torch.full((len(examples), length, width), -1, dtype=torch.long)
-        logprobs = torch.zeros((len(examples), length, width), dtype=torch.float32)
-        for b, example in enumerate(examples):
-            rows = example[TOPK_IDS]
-            if not rows:
-                continue
-            offset = example["teacher_offset"]
-            n = min(len(rows), length - offset)
-            ids[b, offset:offset + n, :len(rows[0])] = torch.tensor(rows[:n], dtype=torch.long)
-            logprobs[b, offset:offset + n, :len(rows[0])] = torch.tensor(example[TOPK_LOGPROBS][:n])
-        batch[TOPK_IDS], batch[TOPK_LOGPROBS] = ids, logprobs
-        return batch
-
-
-def train_sparse_kd(ctx: "StageContext") -> dict[str, Any]:
-    from datasets import Dataset
+def run(ctx: "StageContext") -> dict[str, Any]:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from distilflow.train.distill_trainer import DistillationTrainer
-    from distilflow.train.fit import fit
-    from distilflow.train.kd import distill_settings
-    from distilflow.train.compatibility import check_logit_distillation
+    from distilflow.teachers.cache import TeacherCache
+    from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
+    from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, teacher_target_rows
 
-    check_logit_distillation(ctx.spec)
     if ctx.spec.training.packing:
         log.warning("training.packing is not supported with sparse_kd (its per-token targets are not packed); "
                     "training without packing")
-    model, tokenizer = load_student(ctx, device="cpu", save=is_main_process())
+    rows = recipe.synthetic_rows(ctx)
+    model, tokenizer = recipe.load_student_to_train(ctx)
     vocab_size = model.get_output_embeddings().weight.shape[0]
+    max_length = ctx.spec.training.max_seq_length
     stats = SparseStats()
-    train_rows = sparse_rows(ctx, tokenizer, "train", vocab_size, stats)
-    if not train_rows:
-        raise StageError(f"no training rows in {ctx.paths.synthetic_split('train')}; run the generate stage first")
-    validation_rows = sparse_rows(ctx, tokenizer, "validation", vocab_size, stats)
-    _check_stats(ctx, stats)
-    base = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
-    metrics = fit(ctx, method="sparse_kd", trainer_class=DistillationTrainer, model=model, tokenizer=tokenizer,
-                  train_dataset=Dataset.from_list(train_rows),
-                  eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
-                  args_extra={"packing": False, "padding_free": False}, distill=distill_settings(ctx),
-                  data_collator=SparseTargetCollator(base))
-    without = sum(stats.reasons.values())
-    metrics.update({"rows_with_teacher_targets": stats.rows - without, "rows_without_teacher_targets": without,
-                    "rows_without_teacher_targets_by_reason": dict(stats.reasons),
-                    "unmappable_teacher_tokens": stats.unmappable_tokens, "stored_teacher_tokens": stats.stored_tokens})
-    return metrics
+    cache = TeacherCache(ctx.paths.teacher_cache)
+    try:
+        train_rows = teacher_target_rows(cache, tokenizer, rows.train, vocab_size, max_length, stats)
+        validation_rows = teacher_target_rows(cache, tokenizer, rows.validation, vocab_size, max_length, stats)
+    finally:
+        cache.close()
+    _check_targets(ctx, stats)
+    collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    plan = recipe.MethodPlan("sparse_kd", DistillationTrainer, train_rows, validation_rows,
+                             arguments={"packing": False, "padding_free": False},
+                             trainer_kwargs={"distill": distill_settings(ctx.spec.training), "data_collator": collator})
+    return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics()}
 
 
-def _check_stats(ctx: "StageContext", stats: SparseStats) -> None:
+def _check_targets(ctx: "StageContext", stats: "SparseStats") -> None:
+    """Stop when the teacher's tokens are mostly not the student's; warn about rows trained without targets."""
     if stats.stored_tokens and stats.unmappable_tokens / stats.stored_tokens > MAX_UNMAPPABLE:
         raise DistilflowError(
             f"sparse_kd: {stats.unmappable_tokens:,} of the teacher's {stats.stored_tokens:,} stored top-k tokens "
             f"are not in the student's vocabulary: the teacher ({ctx.spec.teacher.model}) uses another tokenizer; "
             f"{SFT_HINT}")
-    without = sum(stats.reasons.values())
+    without = stats.rows_without_targets
     if without and is_main_process():
         detail = ", ".join(f"{n} {reason}" for reason, n in stats.reasons.most_common())
         log.warning("sparse_kd: %d of %d rows have no usable teacher log-probs (%s); they are trained with "

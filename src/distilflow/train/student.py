@@ -12,11 +12,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.models import load_causal_lm, load_tokenizer, model_revision
 from distilflow.io import atomic_folder
+from distilflow.models import load_causal_lm, load_tokenizer, model_revision
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
+    from distilflow.spec import JobSpec
 
 log = logging.getLogger(__name__)
 PRUNING_RECORD = "distilflow_pruning.json"
@@ -39,7 +40,7 @@ def _saved_pruned_student(ctx: "StageContext") -> Path | None:
     return ctx.paths.student_initial if saved.get("record") == _pruning_record(ctx) else None
 
 
-def load_student(ctx: "StageContext", device: str, *, save: bool = True):
+def load_student(ctx: "StageContext", device: str, *, save: bool = True) -> tuple[Any, Any]:
     """Model and tokenizer of the student to train (right padding for training).
 
     Every process of a multi-process launch builds the same pruned model (pruning is deterministic); only the
@@ -68,7 +69,7 @@ def load_student(ctx: "StageContext", device: str, *, save: bool = True):
     return model, tokenizer
 
 
-def _save_pruned(ctx: "StageContext", model, tokenizer, keep: list[int], total: int) -> None:
+def _save_pruned(ctx: "StageContext", model: Any, tokenizer: Any, keep: list[int], total: int) -> None:
     with atomic_folder(ctx.paths.student_initial) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         padding_side = tokenizer.padding_side
@@ -78,3 +79,17 @@ def _save_pruned(ctx: "StageContext", model, tokenizer, keep: list[int], total: 
         record = {"record": _pruning_record(ctx), "kept_layers": keep, "source_layers": total}
         (staging / PRUNING_RECORD).write_text(json.dumps(record, indent=2))
 
+
+
+def check_student_loads(spec: "JobSpec") -> None:
+    """Before any teacher request: the student's tokenizer and config load, and a prune rule fits its layers.
+    (Weights are loaded by the train stage; a missing model or a layer out of range fails here, for free.)"""
+    from transformers import AutoConfig
+
+    from distilflow.models import load_tokenizer, local_model_dir
+    from distilflow.train.prune import layers_to_keep
+
+    load_tokenizer(spec.student.model)  # one sentence when the model is not found
+    if spec.student.prune is not None:
+        config = AutoConfig.from_pretrained(local_model_dir(spec.student.model))
+        layers_to_keep(spec.student.prune, config.get_text_config().num_hidden_layers)

@@ -1,0 +1,117 @@
+"""The one measure loop, the same for every model that answers here (a local model, or one behind an endpoint):
+warm-up, then every test input answered alone (latency and time to first token at batch size 1: what a user
+of a chat feels), then the whole test set `batch_size` at a time (throughput: what a server sustains).
+A `MeasuredModel` adapter says how to ask its model; the loop times it and builds the prediction rows."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distilflow.evaluate.config import TestExample, progress_steps
+from distilflow.evaluate.perf import Spread
+from distilflow.models import Message
+from distilflow.results import AnswerTiming, Prediction
+
+if TYPE_CHECKING:
+    from distilflow.spec import EvaluationSpec
+
+Conversation = list[Message]
+
+
+@dataclass
+class Answer:
+    text: str
+    seconds: float | None = None  # the whole answer, alone (batch size 1); None in the throughput run
+    ttft: float | None = None  # until its first token
+    prompt_tokens: int | None = None  # None when the model does not say
+    completion_tokens: int | None = None
+
+
+class MeasuredModel(ABC):
+    """How the loop asks one kind of model; the figures only that kind can give come from `figures`."""
+
+    ttft_source: str  # what "first token" means for this kind of model, stated in metrics.json
+
+    @abstractmethod
+    def answer_one(self, messages: Conversation) -> Answer:
+        """One greedy answer at batch size 1, with its latency (and time to first token when known)."""
+
+    @abstractmethod
+    def answer_all(self, conversations: list[Conversation], batch_size: int,
+                   on_answered: Callable[[int], None]) -> list[Answer]:
+        """Every conversation, `batch_size` at a time; `on_answered(n)` when n of them are answered."""
+
+    @abstractmethod
+    def figures(self, answers: list[Answer]) -> dict[str, Any]:
+        """This kind of model's own figures (ModelResult fields: memory, size, cost ...), after the run."""
+
+    def warm_up(self, singles: list[Conversation], batch: list[Conversation]) -> None:
+        """Answers that are not timed: connection set-up, server and kernel warm-up. `batch` is one throughput
+        batch, for models whose batched path warms up on its own (the default needs no more than singles)."""
+        for messages in singles:
+            self.answer_one(messages)
+
+    def synchronize(self) -> None:
+        """Wait for work still queued on a device, so that a clock reading marks the real end."""
+
+    def close(self) -> None:
+        """Release connections (the worker process ends right after, taking the model with it)."""
+
+
+def measure(model: MeasuredModel, examples: list[TestExample], settings: "EvaluationSpec",
+            on_progress: Callable[[int, int], None]) -> tuple[list[Prediction], dict[str, Any]]:
+    """The prediction rows and the figures (ModelResult fields) of one model on the test inputs."""
+    steps = progress_steps(len(examples), settings)
+    warm = examples[:settings.warmup]
+    batch_warm = bool(warm) and settings.throughput and settings.batch_size > 1
+    model.warm_up([e.messages for e in warm], [e.messages for e in examples[:settings.batch_size]] if batch_warm else [])
+
+    predictions, answers = [], []
+    for index, example in enumerate(examples):
+        answer = model.answer_one(example.messages)
+        answers.append(answer)
+        timing = AnswerTiming(latency_s=answer.seconds, ttft_s=answer.ttft, output_tokens=answer.completion_tokens)
+        predictions.append(Prediction.of(example.id, example.messages, answer.text, example.reference, timing))
+        on_progress(index + 1, steps)
+
+    figures = {**latency_figures(answers, model.ttft_source), "throughput_batch_size": settings.batch_size}
+    if settings.throughput:
+        figures.update(throughput_figures(model, [e.messages for e in examples], settings.batch_size,
+                                          lambda done: on_progress(len(examples) + done, steps)))
+    figures.update(model.figures(answers))
+    return predictions, figures
+
+
+def total_tokens(counts: list[int | None]) -> int | None:
+    """The sum of token counts; None when any is unknown (a partial sum would pass for a whole one)."""
+    return None if any(count is None for count in counts) else sum(counts)  # type: ignore[arg-type]
+
+
+def latency_figures(answers: list[Answer], ttft_source: str) -> dict[str, Any]:
+    latencies = [a.seconds for a in answers if a.seconds is not None]
+    latency = Spread.of(latencies)
+    ttft = Spread.of([a.ttft for a in answers if a.ttft is not None])
+    output_tokens = total_tokens([a.completion_tokens for a in answers])
+    answering = sum(latencies)
+    return dict(latency_mean_s=latency.mean, latency_p50_s=latency.p50, latency_p95_s=latency.p95,
+                ttft_mean_s=ttft.mean, ttft_p50_s=ttft.p50, ttft_p95_s=ttft.p95, ttft_source=ttft_source,
+                output_tokens=output_tokens,
+                # at batch size 1
+                output_tokens_per_s=output_tokens / answering if output_tokens is not None and answering else None)
+
+
+def throughput_figures(model: MeasuredModel, conversations: list[Conversation], batch_size: int,
+                       on_answered: Callable[[int], None]) -> dict[str, Any]:
+    model.synchronize()
+    start = time.perf_counter()
+    answers = model.answer_all(conversations, batch_size, on_answered)
+    model.synchronize()
+    elapsed = time.perf_counter() - start
+    tokens = total_tokens([a.completion_tokens for a in answers])
+    return dict(throughput_answers_per_s=len(conversations) / elapsed if elapsed else None,
+                throughput_output_tokens_per_s=tokens / elapsed if elapsed and tokens is not None else None,
+                throughput_seconds=elapsed)

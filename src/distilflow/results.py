@@ -1,0 +1,214 @@
+"""The evaluation results every later step reads: one model's metrics.json (`ModelResult`) and the rows of its
+predictions.jsonl (`Prediction`). The evaluate stage writes them; the report, `compare` and the command line
+read them through these definitions, so a figure's name is spelled in one place.
+
+A figure that does not apply to a model is absent from its file; one that applies but cannot be measured (an
+API model's memory) is null. Files keep exactly the keys that were set (`to_json` drops the unset ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from distilflow.io import iter_jsonl, read_json
+
+# peak_memory_kind of a local model, and how the command line names it.
+PEAK_RSS = "process_peak_rss"
+CUDA_MAX_ALLOCATED = "cuda_max_allocated"
+MEMORY_KINDS = {PEAK_RSS: "peak RSS of the worker process", CUDA_MAX_ALLOCATED: "CUDA max allocated"}
+
+
+class Interval(BaseModel):
+    """A score with its 95% percentile-bootstrap interval over n scored examples."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+    samples: int | None = None
+    confidence: float | None = None
+
+
+class Agreement(Interval):
+    """How often a student gives the teacher's answer: `answer_agreement`, or `bleu_vs_teacher` for free text."""
+
+    kind: str
+
+
+class ModelResult(BaseModel):
+    """One model's metrics.json: who it is, its task scores and its speed, memory and size figures."""
+
+    # Files written by another version may hold figures this one does not know: keep them on a round trip.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    label: str | None = None
+    model: str | None = None
+    kind: str = "local"  # local | api | recorded
+    evaluated: bool = True
+    reason: str | None = None  # why a model was not evaluated
+    task_type: str | None = None
+    primary_metric: str | None = None
+    task_metrics: dict[str, float | None] = {}
+    intervals: dict[str, Interval] = {}
+    scored_examples: int | None = None
+    examples: int | None = None
+    # Latency per answer at batch size 1, and the time to its first token (seconds).
+    latency_mean_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    ttft_mean_s: float | None = None
+    ttft_p50_s: float | None = None
+    ttft_p95_s: float | None = None
+    ttft_source: str | None = None
+    output_tokens: int | None = None
+    output_tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    # The whole test set at the evaluation batch size.
+    throughput_batch_size: int | None = None
+    throughput_answers_per_s: float | None = None
+    throughput_output_tokens_per_s: float | None = None
+    throughput_seconds: float | None = None
+    cost_per_1000_answers: float | None = None
+    # Size and memory.
+    parameters: int | None = None
+    weights_mb: float | None = None
+    size_on_disk_mb: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    load_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    peak_memory_kind: str | None = None
+    model_memory_mb: float | None = None
+    process_rss_before_load_mb: float | None = None
+    network: bool | None = None  # an API model: latency includes the network, memory is not measurable
+    # How it was evaluated (never a key: only the NAME of its variable).
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_tokens: int | None = None
+    warmup: int | None = None
+    batch_size: int | None = None
+    note: str | None = None
+    fingerprint: str | None = None  # what the result depends on; an equal one means it can be reused
+    # Added by the readers: agreement with the teacher's answers, and a comparison's result folder.
+    agreement_with_teacher: Agreement | None = None
+    output_dir: str | None = None
+
+    # ----- reading and writing --------------------------------------------------------------------------
+    @classmethod
+    def of(cls, value: "ModelResult | dict[str, Any] | None") -> "ModelResult":
+        """A result from its JSON form (report.json, a test's dict) or as it is."""
+        if isinstance(value, ModelResult):
+            return value
+        return cls.model_validate(value or {})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ModelResult | None":
+        """The metrics.json at `path`; None when it is missing or unreadable."""
+        data = read_json(path)
+        return cls.model_validate(data) if isinstance(data, dict) else None
+
+    @classmethod
+    def not_evaluated(cls, label: str, model: str | None, reason: str) -> "ModelResult":
+        return cls(label=label, model=model, evaluated=False, reason=reason)
+
+    def to_json(self, *, without_fingerprint: bool = False) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True,
+                               exclude={"fingerprint"} if without_fingerprint else None)
+
+    # ----- what the readers ask ---------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """Whether a figure applies to this model (it is in its file, even as null: not measurable)."""
+        if name not in type(self).model_fields:
+            raise KeyError(f"{name!r} is not a field of ModelResult")  # a misspelt figure fails loudly
+        return name in self.model_fields_set
+
+    def score(self, metric: str) -> float | None:
+        return self.task_metrics.get(metric)
+
+    def interval(self, metric: str) -> Interval | None:
+        return self.intervals.get(metric)
+
+    def flat(self) -> dict[str, Any]:
+        """The JSON form with the task metrics also at the top level (result["bleu"]), for `evaluate-model`."""
+        data = self.to_json()
+        return {**self.task_metrics, **{k: v for k, v in data.items() if k != "task_metrics"}}
+
+    def headline(self) -> dict[str, Any]:
+        """What the evaluate stage records per model in the job store."""
+        if not self.evaluated:
+            return {"evaluated": False, "reason": self.reason}
+        out: dict[str, Any] = {"task_metrics": self.task_metrics, "latency_mean_s": self.latency_mean_s,
+                               "peak_memory_mb": self.peak_memory_mb, "parameters": self.parameters}
+        if self.agreement_with_teacher is not None:
+            out["agreement_with_teacher"] = self.agreement_with_teacher.value
+        return out
+
+
+# Figures a user may ask for by name in `metrics=[...]` (besides the task's own metrics), and the short names
+# they may use instead.
+FIGURES = ("latency_mean_s", "latency_p50_s", "latency_p95_s", "ttft_mean_s", "ttft_p50_s", "ttft_p95_s",
+           "throughput_answers_per_s", "throughput_output_tokens_per_s", "output_tokens_per_s", "peak_memory_mb",
+           "model_memory_mb", "parameters", "size_on_disk_mb", "cost_per_1000_answers")
+FIGURE_ALIASES = {"inference_time": "latency_mean_s", "latency": "latency_mean_s", "memory": "peak_memory_mb",
+                  "peak_memory": "peak_memory_mb", "throughput": "throughput_answers_per_s",
+                  "time_to_first_token": "ttft_mean_s", "ttft": "ttft_mean_s", "size": "size_on_disk_mb",
+                  "cost": "cost_per_1000_answers", "params": "parameters"}
+# Always kept when a user picks some figures: what says which model and which test this is.
+IDENTITY = ("label", "model", "kind", "task_type", "primary_metric", "scored_examples", "examples", "device",
+            "network", "output_dir")
+assert set(FIGURES) | set(FIGURE_ALIASES.values()) | set(IDENTITY) <= set(ModelResult.model_fields)
+
+
+# ----- predictions.jsonl ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerTiming:
+    """How long one answer took at batch size 1 (absent for answers that were recorded, not produced here)."""
+
+    latency_s: float | None
+    ttft_s: float | None
+    output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row of predictions.jsonl: a model's answer to one test input, next to the reference."""
+
+    id: str
+    input: str
+    prediction: str
+    reference: Any
+    timing: AnswerTiming | None = None
+
+    @classmethod
+    def of(cls, example_id: str, messages: list[dict[str, str]], text: str, reference: Any,
+           timing: AnswerTiming | None = None) -> "Prediction":
+        """The row for an answer to `messages`; its input is the last user turn (what a reader recognises)."""
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return cls(example_id, last_user, text, reference, timing)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> "Prediction":
+        timing = None
+        if "latency_s" in row:
+            timing = AnswerTiming(row.get("latency_s"), row.get("ttft_s"), row.get("output_tokens"))
+        return cls(str(row["id"]), row.get("input", ""), row.get("prediction", ""), row.get("reference"), timing)
+
+    def to_json(self) -> dict[str, Any]:
+        row = {"id": self.id, "input": self.input, "prediction": self.prediction, "reference": self.reference}
+        if self.timing is not None:
+            row.update(latency_s=self.timing.latency_s, ttft_s=self.timing.ttft_s,
+                       output_tokens=self.timing.output_tokens)
+        return row
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a predictions.jsonl (empty when there is none), as the scorers take them."""
+    return list(iter_jsonl(path))

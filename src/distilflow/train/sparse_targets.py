@@ -1,0 +1,238 @@
+"""Turning `sparse_kd`'s synthetic rows into training targets: the teacher's stored top-K log-probs at the
+positions of the answer's tokens in the student's chat template.
+
+1. Token ids. The hf teacher stores token ids. API teachers store token strings, mapped to the student's ids:
+   an exact vocabulary entry, `token_id:N` (vLLM's `return_tokens_as_token_ids`), `bytes:\\x..` or plain text
+   spelled as a byte-level BPE token, or text that the tokenizer encodes as exactly one token (TokenMapper). A
+   string that maps to nothing is unmappable: its probability joins the tail bucket. If most stored tokens are
+   unmappable the teacher uses another tokenizer, and training stops.
+2. Positions. The stored rows are one per token the teacher generated. The row's answer is re-tokenised in the
+   student's chat template; the positions align when the answer's tokens there are as many as the stored rows.
+   Otherwise, when the teacher's top-1 tokens decode to the answer (greedy decoding), the answer is spelled with
+   those tokens. A row that aligns neither way (sampled answers whose text does not re-tokenise to the teacher's
+   tokens, or answers cut at a stop string) gets no divergence term: it is trained with cross-entropy on its text
+   only, and counted (`rows_without_teacher_targets`).
+The end-of-turn tokens after the answer have no stored distribution either: cross-entropy only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from distilflow.models import render_chat
+from distilflow.teachers.cache import TeacherCache
+from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
+
+if TYPE_CHECKING:
+    from distilflow.models import TopLogprobs
+
+_ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
+
+
+class TokenMapper:
+    """Teacher token strings -> student token ids (None when unmappable), cached.
+
+    Tried in order: an exact vocabulary entry; `token_id:N` (vLLM's return_tokens_as_token_ids); escaped bytes of
+    partial UTF-8 (vLLM's `bytes:\\xe2\\x80`, OpenAI's `\\xe2\\x80`); the token's bytes in byte-level BPE
+    spelling (GPT-2 family: " hi" is "Ġhi"); text that the tokenizer encodes as exactly one token.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        self.tokenizer = tokenizer
+        self.vocab = tokenizer.get_vocab()
+        self.byte_spelling = bytes_to_unicode()
+        self.cache: dict[str, int | None] = {}
+
+    def __call__(self, token: str) -> int | None:
+        if token not in self.cache:
+            self.cache[token] = self._map(token)
+        return self.cache[token]
+
+    def _map(self, token: str) -> int | None:
+        if token in self.vocab:
+            return self.vocab[token]
+        if token.startswith("token_id:") and token[9:].isdigit():
+            return int(token[9:])
+        escaped = token[6:] if token.startswith("bytes:") else token if _ESCAPED_BYTES.fullmatch(token) else None
+        if escaped is not None:  # partial UTF-8: vLLM writes "bytes:\\xe2\\x80", OpenAI "\\xe2\\x80"
+            raw = bytes(int(h, 16) for h in re.findall(r"\\x([0-9a-fA-F]{2})", escaped))
+        else:
+            raw = token.encode("utf-8")
+        byte_level = "".join(self.byte_spelling[b] for b in raw)
+        if byte_level in self.vocab:
+            return self.vocab[byte_level]
+        ids = self.tokenizer.encode(token, add_special_tokens=False) if escaped is None else []
+        return ids[0] if len(ids) == 1 else None
+
+
+def stored_targets(top: "TopLogprobs", mapper: TokenMapper, vocab_size: int
+                   ) -> tuple[list[list[int]], list[list[float]], int, int]:
+    """Per generated position: K ids (-1 = no usable token) and log-probs; plus (unmappable, total) counts."""
+    ids_rows: list[list[int]] = []
+    logprob_rows: list[list[float]] = []
+    unmappable = total = 0
+    for position, logprobs in enumerate(top.logprobs):
+        if top.token_ids is not None:
+            ids = [int(i) if 0 <= int(i) < vocab_size else None for i in top.token_ids[position]]
+        else:
+            ids = [mapper(t) if t else None for t in (top.tokens or [])[position]]
+        merged: dict[int, float] = {}  # two strings can name one id: their probabilities add up
+        for token_id, logprob in zip(ids, logprobs):
+            if logprob == -math.inf:  # an empty slot (the endpoint returned fewer than K)
+                continue
+            total += 1
+            if token_id is None:
+                unmappable += 1
+            elif token_id in merged:
+                merged[token_id] = _logaddexp(merged[token_id], logprob)
+            else:
+                merged[token_id] = float(logprob)
+        width = len(logprobs)
+        ids_rows.append(list(merged) + [-1] * (width - len(merged)))
+        logprob_rows.append(list(merged.values()) + [0.0] * (width - len(merged)))
+    return ids_rows, logprob_rows, unmappable, total
+
+
+def _logaddexp(a: float, b: float) -> float:
+    top = max(a, b)
+    return top + math.log(math.exp(a - top) + math.exp(b - top))
+
+
+def _tokens(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int]] | None,
+              logprobs: list[list[float]] | None, max_length: int) -> tuple[dict[str, Any], str]:
+    """Tokenised row (input_ids, labels on the answer and end of turn) with teacher targets on the answer tokens.
+
+    Returns the row and why it has no targets ("" when aligned).
+    """
+    prompt, answer = messages[:-1], messages[-1]["content"]
+    prompt_ids = _tokens(tokenizer, render_chat(tokenizer, prompt, generation_prompt=True))
+    full_ids = _tokens(tokenizer, render_chat(tokenizer, messages, generation_prompt=False))
+    start = _common_prefix(prompt_ids, full_ids)  # where the completion starts, as TRL's SFT computes it
+    answer_ids = _tokens(tokenizer, answer)
+    reason = ""
+    if not ids:
+        reason = "no_stored_logprobs"
+    elif full_ids[start:start + len(answer_ids)] == answer_ids and len(answer_ids) == len(ids):
+        pass  # the answer re-tokenises to exactly as many tokens as the teacher generated
+    else:
+        greedy = _greedy_spelling(tokenizer, answer, ids)
+        if greedy is None:
+            reason = "answer_does_not_retokenise_to_teacher_tokens"
+        else:
+            # Spell the answer with the teacher's own tokens; the end of turn is what the template puts after it.
+            empty = _tokens(tokenizer, render_chat(tokenizer, [*prompt, {"role": "assistant", "content": ""}],
+                                            generation_prompt=False))
+            end_of_turn = empty[_common_prefix(prompt_ids, empty):]
+            full_ids = prompt_ids + greedy + end_of_turn
+            start, answer_ids = len(prompt_ids), greedy
+    labels = [-100] * start + full_ids[start:]
+    row: dict[str, Any] = {"input_ids": full_ids[:max_length], "labels": labels[:max_length]}
+    width = max((len(r) for r in ids), default=0) if ids else 0
+    if not reason and width:
+        n = min(len(answer_ids), max(0, max_length - start))
+        row["teacher_offset"] = start
+        row[TOPK_IDS] = ids[:n]
+        row[TOPK_LOGPROBS] = logprobs[:n]
+    else:
+        row["teacher_offset"], row[TOPK_IDS], row[TOPK_LOGPROBS] = 0, [], []
+    return row, reason
+
+
+def _greedy_spelling(tokenizer: Any, answer: str, ids: list[list[int]]) -> list[int] | None:
+    """The teacher's top-1 tokens, when they (or a prefix of them) decode to the answer: what greedy decoding said."""
+    top1 = [row[0] for row in ids if row and row[0] >= 0]
+    if len(top1) != len(ids):
+        return None
+    for n in range(len(top1), 0, -1):
+        text = tokenizer.decode(top1[:n], skip_special_tokens=True)
+        if text == answer:
+            return top1[:n]
+        if len(text) < len(answer):
+            return None
+    return None
+
+
+@dataclass
+class SparseStats:
+    """How many rows and stored tokens became targets, and why rows got none."""
+
+    rows: int = 0
+    unmappable_tokens: int = 0
+    stored_tokens: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # why a row has no teacher targets -> rows
+
+    @property
+    def rows_without_targets(self) -> int:
+        return sum(self.reasons.values())
+
+    def metrics(self) -> dict[str, Any]:
+        without = self.rows_without_targets
+        return {"rows_with_teacher_targets": self.rows - without, "rows_without_teacher_targets": without,
+                "rows_without_teacher_targets_by_reason": dict(self.reasons),
+                "unmappable_teacher_tokens": self.unmappable_tokens, "stored_teacher_tokens": self.stored_tokens}
+
+
+def teacher_target_rows(cache: TeacherCache, tokenizer: Any, synthetic: list[dict[str, Any]], vocab_size: int,
+                        max_length: int, stats: SparseStats) -> list[dict[str, Any]]:
+    """Training rows of synthetic chat rows, with the top-K targets their teacher answer stored in the cache."""
+    mapper = TokenMapper(tokenizer)
+    rows = []
+    for row in synthetic:
+        answer = cache.get(row.get("teacher_key", ""), with_logprobs=True)
+        sample = row.get("sample", 0)
+        ids = logprobs = None
+        if answer is not None and answer.top_logprobs and sample < len(answer.top_logprobs):
+            ids, logprobs, unmappable, total = stored_targets(answer.top_logprobs[sample], mapper, vocab_size)
+            stats.unmappable_tokens += unmappable
+            stats.stored_tokens += total
+        training_row, reason = build_row(tokenizer, row["messages"], ids, logprobs, max_length)
+        stats.rows += 1
+        if reason:
+            stats.reasons[reason] += 1
+        rows.append(training_row)
+    return rows
+
+
+@dataclass
+class SparseTargetCollator:
+    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets."""
+
+    base: Any  # trl DataCollatorForLanguageModeling
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = self.base([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+        length = batch["input_ids"].shape[1]
+        width = max([len(r) for e in examples for r in e[TOPK_IDS]] or [1])
+        ids = torch.full((len(examples), length, width), -1, dtype=torch.long)
+        logprobs = torch.zeros((len(examples), length, width), dtype=torch.float32)
+        for b, example in enumerate(examples):
+            rows = example[TOPK_IDS]
+            if not rows:
+                continue
+            offset = example["teacher_offset"]
+            n = min(len(rows), length - offset)
+            ids[b, offset:offset + n, :len(rows[0])] = torch.tensor(rows[:n], dtype=torch.long)
+            logprobs[b, offset:offset + n, :len(rows[0])] = torch.tensor(example[TOPK_LOGPROBS][:n])
+        batch[TOPK_IDS], batch[TOPK_LOGPROBS] = ids, logprobs
+        return batch
