@@ -4,6 +4,7 @@ and the import direction of pyproject's import-linter contract holds (a wrong-wa
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,5 +38,7 @@ def test_functions_are_short():
 def test_imports_follow_the_layers():
     lint = shutil.which("lint-imports")
     assert lint, "import-linter is a test dependency (pip install -e .[test])"
-    result = subprocess.run([lint], cwd=REPO, capture_output=True, text=True, timeout=300)
+    # PYTHONPATH: lint this checkout's package (a git worktree beside an editable install included).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(SRC), os.environ.get("PYTHONPATH"))))}
+    result = subprocess.run([lint], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
