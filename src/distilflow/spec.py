@@ -73,6 +73,7 @@ class TeacherSpec(_Section):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     max_retries: int = Field(6, ge=0)
+    max_consecutive_failures: int = Field(20, ge=1, description="failed requests in a row that end the stage")
     timeout: float = Field(120.0, gt=0)
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
