@@ -57,12 +57,14 @@ class ServerConfig:
     slow_latency: float = 5.0
     fault_attempts: int = 1              # faults hit only attempts < this (so retries succeed)
     retry_after: float | None = 1.0      # Retry-After seconds sent with 429 (None: no header)
+    retry_after_header: str | None = None  # the Retry-After header sent as is instead ("nan", a date, ...)
     fail_always: tuple[str, ...] = ()    # prompts containing any of these get 500 on every attempt
     bad_request: tuple[str, ...] = ()    # prompts containing any of these get 400 (not retryable)
     distinct_samples: bool = True        # n > 1: sample i gets " (variant i)" appended
     answers: dict[str, list[str]] = field(default_factory=dict)  # prompt substring -> fixed sample texts
     echo_auth_in_errors: bool = False    # error bodies quote the Authorization header (scrubbing test)
     force_status: int | None = None      # every request gets this error status (401, 404, ...)
+    force_status_after: int = 0          # ... once this many answers were given (a server that goes bad mid-run)
     ignore_n: bool = False               # answer one choice whatever `n` asks (like some local servers)
 
 
@@ -97,8 +99,8 @@ def _unit(*parts: Any) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _fault(config: ServerConfig, prompt: str, attempt: int) -> str | None:
-    if config.force_status is not None:
+def _fault(config: ServerConfig, prompt: str, attempt: int, answers: int) -> str | None:
+    if config.force_status is not None and answers >= config.force_status_after:
         return "forced"
     if any(s in prompt for s in config.bad_request):
         return "400"
@@ -148,13 +150,12 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            fault = _fault(config, prompt, attempt)
+            fault = _fault(config, prompt, attempt, sum(state.answered.values()))
             if fault:
                 with state.lock:
                     state.faults[fault] += 1
             await asyncio.sleep(config.slow_latency if fault == "slow" else config.latency)
-            auth = request.headers.get("Authorization", "") or request.headers.get("api-key", "")
-            detail = f" (you sent {auth})" if config.echo_auth_in_errors else ""
+            detail = f" (you sent {_credentials(request)})" if config.echo_auth_in_errors else ""
             if fault == "forced":
                 return web.json_response({"error": {"message": f"refused{detail}", "type": "forced",
                                                     "code": "forced"}}, status=config.force_status or 500)
@@ -163,6 +164,8 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
                                          status=400)
             if fault == "429":
                 headers = {} if config.retry_after is None else {"Retry-After": f"{config.retry_after:g}"}
+                if config.retry_after_header is not None:
+                    headers = {"Retry-After": config.retry_after_header}
                 return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}},
                                          status=429, headers=headers)
             if fault == "500":
@@ -210,6 +213,13 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
     app.router.add_post("/{prefix:.*}chat/completions", chat)
     app.router.add_get("/_stats", stats)
     return app
+
+
+def _credentials(request: web.Request) -> str:
+    """Every header that looks like a credential (Authorization, api-key, X-...-Token), as a careless server
+    would quote them in an error body."""
+    return "; ".join(f"{name}: {value}" for name, value in request.headers.items()
+                     if any(word in name.lower() for word in ("auth", "key", "token", "secret")))
 
 
 def _texts(config: ServerConfig, prompt: str, n: int) -> list[str]:

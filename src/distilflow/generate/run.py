@@ -120,7 +120,7 @@ def _live_note(teacher: TeacherSpec, answered: int, seconds: float, usage: dict[
     cost = teacher.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
     if cost is not None:
         parts.append(f"${cost:,.4f}")
-    errors = sum(v for k, v in stats.items() if k in ("rate_limited", "server_errors", "timeouts",
+    errors = sum(v for k, v in stats.items() if k in ("rate_limited", "server_errors", "timeouts", "unreachable",
                                                       "connection_errors", "malformed", "api_errors"))
     if errors:
         parts.append(f"errors {errors} (retries {stats.get('retries', 0)})")

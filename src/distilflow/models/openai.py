@@ -75,13 +75,11 @@ class OpenAIEndpoint:
     def forget_key(self) -> None:
         self._key = None
 
-    def scrub(self, text: str) -> str:
-        """The text with the API key (and every other secret this process read) replaced by ***, cut to a
-        readable length."""
-        if self._key and self._key != NO_KEY:
-            text = text.replace(self._key, "***")
-        text = secrets.scrub(text)
-        return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+    def scrub(self, text: str, limit: int | None = MAX_MESSAGE_CHARS) -> str:
+        """The text with the API key (and every other secret this process read) replaced by ***, cut to `limit`
+        characters (a readable length)."""
+        text = secrets.scrub(text)  # the key is among the secrets: open_key remembered it
+        return text if limit is None or len(text) <= limit else text[:limit] + "..."
 
     # ----- clients -------------------------------------------------------------------------------------------
     def _options(self, max_retries: int) -> dict[str, Any]:
@@ -139,6 +137,14 @@ class OpenAIEndpoint:
         else:
             return None
         return EndpointError(self.scrub(message))
+
+    def dead(self, failures: int, last_reason: str) -> EndpointError:
+        """The one sentence that ends the work when `failures` requests in a row failed and none was answered."""
+        p = self._prefix
+        return EndpointError(self.scrub(
+            f"the {self.role} endpoint {self.where} failed {failures} requests in a row and answered none (the last: "
+            f"{self.scrub(last_reason, 200)}); check {p}base_url and {p}model ({p}max_consecutive_failures sets how "
+            f"many failures end it); answers already received are kept and a re-run asks only for the rest", None))
 
     def failure(self, error: Exception) -> DistilflowError:
         """Any SDK error of a request that is not retried further, as one sentence."""

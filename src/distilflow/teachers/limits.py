@@ -23,6 +23,37 @@ BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 300.0
 
 
+class CircuitOpen(Exception):
+    """`limit` requests in a row failed with no success between them: the endpoint is dead, not busy."""
+
+    def __init__(self, failures: int, last_reason: str) -> None:
+        super().__init__(f"{failures} requests in a row failed and none succeeded (the last: {last_reason})")
+        self.failures, self.last_reason = failures, last_reason
+
+
+class CircuitBreaker:
+    """Counts failures since the last success; the `limit`-th raises CircuitOpen.
+
+    Measured before it existed: 1,000 rows at 16 in flight against a closed port had failed 40 rows after 90 s,
+    each request retrying on its own for ~30 s; the whole stage would have taken about half an hour to give up.
+    Callers count only failures that say the endpoint itself is wrong (unreachable, a client error, a request
+    that used up its retries), never a 429 or 5xx that a retry may fix, so a busy server is not mistaken for a
+    dead one. One breaker is shared by every request in flight (one event loop or one lock: no races).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failures = 0
+
+    def success(self) -> None:
+        self.failures = 0
+
+    def failure(self, reason: str) -> None:
+        self.failures += 1
+        if self.failures >= self.limit:
+            raise CircuitOpen(self.failures, reason)
+
+
 class TokenBucket:
     """A bucket of `per_minute` units refilled continuously; holds at most one second's worth (smooth pacing).
 

@@ -5,7 +5,9 @@ Requests go through the official SDK's async client on a background event loop (
 retries are off (max_retries=0) so that we decide: 429, 5xx, timeouts, dropped connections and malformed
 bodies are retried with exponential backoff and jitter, honouring Retry-After, up to `teacher.max_retries`
 times; a request that still fails becomes a TeacherFailure with its reason. Errors no retry can fix
-(bad key, unknown model, no quota) stop the stage at once.
+(bad key, unknown model, no quota) stop the stage at once, and so does a dead endpoint: after
+`teacher.max_consecutive_failures` failed requests in a row with no answer between them (connection refused,
+DNS failure, the same 4xx for every input) the circuit breaker (limits.py) ends the stage with one sentence.
 
 The key, the client and the wording of errors no retry can fix are the shared OpenAI endpoint's
 (models/openai.py): the key is read from the variable named by `teacher.api_key_env` when generation starts,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,7 +37,7 @@ from distilflow.teachers.base import (
     TeacherResult,
     TopLogprobs,
 )
-from distilflow.teachers.limits import TokenBucket, backoff_delay, parse_retry_after
+from distilflow.teachers.limits import CircuitBreaker, CircuitOpen, TokenBucket, backoff_delay, parse_retry_after
 from distilflow.teachers.token_estimate import estimate_prompt_tokens
 
 # The name callers know this error by; it is the shared endpoint's (one wording for teacher and evaluation).
@@ -51,6 +54,13 @@ class _Malformed(Exception):
     """The endpoint answered 200 with a body that is not a usable chat completion."""
 
 
+def endpoint_identity(spec: TeacherSpec) -> dict[str, Any]:
+    """What determines an endpoint's answers besides the request (the cache key's teacher part)."""
+    # The model name decides the answers, not where it is served: a server restarted on another port (or a
+    # gateway in front of the same model) keeps the cache, so a resume never pays again for stored answers.
+    return {"backend": "openai", "model": spec.model}
+
+
 class OpenAITeacher(Teacher):
     def __init__(self, spec: TeacherSpec) -> None:
         self.spec = spec
@@ -58,9 +68,7 @@ class OpenAITeacher(Teacher):
         self.counts: Counter[str] = Counter()
 
     def identity(self) -> dict[str, Any]:
-        # The model name decides the answers, not where it is served: a server restarted on another port (or a
-        # gateway in front of the same model) keeps the cache, so a resume never pays again for stored answers.
-        return {"backend": "openai", "model": self.spec.model}
+        return endpoint_identity(self.spec)
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         return estimate_prompt_tokens(messages)
@@ -79,6 +87,7 @@ class OpenAITeacher(Teacher):
         holder: dict[str, Any] = {}
         rpm = TokenBucket(spec.requests_per_minute) if spec.requests_per_minute else None
         tpm = TokenBucket(spec.tokens_per_minute) if spec.tokens_per_minute else None
+        breaker = CircuitBreaker(spec.max_consecutive_failures)  # shared by every request in flight
 
         async def start() -> None:
             holder["client"] = self.endpoint.async_client(spec.max_concurrency)
@@ -89,16 +98,25 @@ class OpenAITeacher(Teacher):
                 await client.close()
 
         async def ask(request: TeacherRequest) -> TeacherResult:
-            return await self._ask(holder["client"], request, params, rpm, tpm)
+            try:
+                result = await self._ask(holder["client"], request, params, rpm, tpm, breaker)
+                if isinstance(result, TeacherFailure):
+                    breaker.failure(result.reason)
+                else:
+                    breaker.success()
+            except CircuitOpen as stop:
+                raise self.endpoint.dead(stop.failures, stop.last_reason) from None
+            return result
 
         try:
             yield from answer_concurrently(requests, ask, spec.max_concurrency, start, finish)
         finally:
             self.endpoint.forget_key()
 
-    async def _ask(self, client, request: TeacherRequest, params: GenerationParams,
-                   rpm: TokenBucket | None, tpm: TokenBucket | None) -> TeacherResult:
-        """All samples of one request: retried as needed; a failure is returned, never raised (unless fatal)."""
+    async def _ask(self, client, request: TeacherRequest, params: GenerationParams, rpm: TokenBucket | None,
+                   tpm: TokenBucket | None, breaker: CircuitBreaker) -> TeacherResult:
+        """All samples of one request: retried as needed; a failure is returned, never raised (unless fatal).
+        An unreachable endpoint counts on `breaker` at every attempt (retrying cannot help if nothing listens)."""
         texts: list[str] = []
         reasons: list[str] = []
         logprobs: list[TopLogprobs] = []
@@ -119,6 +137,8 @@ class OpenAITeacher(Teacher):
                 self.counts[error.kind] += 1
                 if tpm is not None:
                     tpm.adjust(estimate)  # a refused request used no tokens
+                if error.kind == "unreachable":
+                    breaker.failure(self.endpoint.scrub(str(error)))
                 if attempt >= self.spec.max_retries:
                     self.counts["failed"] += 1
                     return TeacherFailure(request.key, self.endpoint.scrub(
@@ -166,10 +186,14 @@ class OpenAITeacher(Teacher):
             # which matters at 300+ answers/s on one event loop); auth, base_url and Azure routing stay the SDK's.
             response = await client.post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APITimeoutError as error:
+            if (cause := _unreachable(error)) is not None:
+                raise _Retryable("unreachable", f"cannot connect to {self.endpoint.where} ({cause})") from None
             if _dropped(error):  # the SDK's aiohttp transport reports a dropped connection as a timeout
                 raise _Retryable("connection_errors", "the connection was dropped before an answer") from None
             raise _Retryable("timeouts", f"no answer within teacher.timeout={self.spec.timeout:g}s") from None
         except openai.APIConnectionError as error:
+            if (unreachable := _unreachable(error)) is not None:
+                raise _Retryable("unreachable", f"cannot connect to {self.endpoint.where} ({unreachable})") from None
             cause = error.__cause__ or error
             raise _Retryable("connection_errors", f"connection failed ({cause.__class__.__name__})") from None
         except openai.APIResponseValidationError:
@@ -238,16 +262,36 @@ class _Rejected(Exception):
 _DROPPED = ("ServerDisconnectedError", "RemoteProtocolError", "ClientConnectionResetError", "ClientOSError")
 
 
-def _dropped(error: BaseException) -> bool:
-    """Whether an error was caused by the connection closing (not by waiting too long)."""
+# aiohttp's errors of the connect phase (nothing answered at that address). Not the SDK's httpx-named wrapper
+# around them: it calls every aiohttp error, a dropped connection included, ConnectTimeout.
+_CONNECT_FAILED = ("ClientConnectorError", "ClientConnectorDNSError", "ConnectionTimeoutError")
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = error
     for _ in range(8):
         seen = seen.__cause__ or seen.__context__ if seen is not None else None
         if seen is None:
-            return False
-        if isinstance(seen, ConnectionError) or type(seen).__name__ in _DROPPED:
-            return True
-    return False
+            return
+        yield seen
+
+
+def _unreachable(error: BaseException) -> str | None:
+    """Why no connection could be made (refused, name not found, connect timeout); None if one was made."""
+    causes = list(_causes(error))
+    for cause in causes:
+        if isinstance(cause, socket.gaierror):
+            return "the host name could not be resolved"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+    if any(type(cause).__name__ in _CONNECT_FAILED for cause in causes):
+        return "no connection could be made"
+    return None
+
+
+def _dropped(error: BaseException) -> bool:
+    """Whether an error was caused by the connection closing (not by waiting too long)."""
+    return any(isinstance(seen, ConnectionError) or type(seen).__name__ in _DROPPED for seen in _causes(error))
 
 
 def _top_logprobs(logprobs: Any, k: int) -> TopLogprobs | None:
