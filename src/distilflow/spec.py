@@ -17,7 +17,7 @@ from distilflow.errors import SpecError
 from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
 
 # The one list of each name; everything else reads these.
-TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization")
+TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization", "classification")
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
 TRAINING_METHODS = ("sft", "kd", "sparse_kd")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
@@ -45,6 +45,8 @@ class EnvRef(_Section):
         return read_env_secret(self.env, what)
 
 
+PromptFormat = Literal["chat", "completion"]  # chat template, or plain text (see models/prompts.py)
+AnswerMode = Literal["generate", "rank"]  # free text parsed to an answer, or the best-scoring label
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 Dtype = Literal[DTYPES]  # type: ignore[valid-type]
 # transformers' schedulers that need no extra arguments (others would fail at training time, after the teacher).
@@ -77,6 +79,7 @@ class TeacherSpec(_Section):
     timeout: float = Field(120.0, gt=0)
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
+    prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
     # Local models (hf / vllm)
     dtype: Dtype = "auto"
     device: Device = "auto"
@@ -127,6 +130,7 @@ class StudentSpec(_Section):
     model: str
     prune: list[int] | PruneRule | None = Field(None, description="layers of `model` to keep (depth pruning)")
     dtype: Dtype = "auto"
+    prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
 
 
 class Hyperparameters(_Section):
@@ -150,6 +154,8 @@ class GenerationSpec(_Section):
     teacher_prompt: str | None = Field(
         None, description="instructions/few-shot examples shown to the teacher only, before the input"
     )
+    few_shot: int = Field(0, ge=0, description="labelled training rows put in the teacher's prompt only")
+    answer_mode: AnswerMode = Field("generate", description="rank: the teacher picks the best-scoring label")
     verify: Literal["reference", "majority", "none"] = "reference"
     min_success_ratio: float = Field(0.9, ge=0, le=1)
     deduplicate: bool = True
@@ -197,6 +203,8 @@ class EvaluationSpec(_Section):
     examples_in_report: int = Field(5, ge=0)
     bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (intervals are reproducible)")
     throughput: bool = Field(True, description="also time the test set at batch_size (answers/s, tokens/s)")
+    answer_mode: AnswerMode = Field("generate", description="rank: every model picks the best-scoring label")
+    uncached_examples: int = Field(20, ge=0, description="test inputs timed again without the teacher's prefix cache")
 
 
 class JobSpec(_Section):
@@ -207,6 +215,7 @@ class JobSpec(_Section):
     training_data: str
     validation_data: str | None = None
     test_data: str | None = None
+    labels: list[str] | None = Field(None, description="classification: the label set (default: the training labels)")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -226,6 +235,14 @@ class JobSpec(_Section):
             raise ValueError("teacher.backend openai needs teacher.base_url or teacher.api_key_env")
         if t.backend == "recorded" and not (t.path or t.model):
             raise ValueError("teacher.backend recorded needs teacher.path")
+        ranked = self.generation.answer_mode == "rank" or self.evaluation.answer_mode == "rank"
+        if ranked and self.task_type != "classification":
+            raise ValueError("answer_mode rank picks one of the labels: it needs task_type classification")
+        if self.generation.answer_mode == "rank" and t.backend != "hf":
+            raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
+                             "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
+        if self.labels is not None and self.task_type != "classification":
+            raise ValueError("labels are the label set of task_type classification")
         return self
 
     # ----- derived values -------------------------------------------------------------------

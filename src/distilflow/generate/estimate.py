@@ -10,7 +10,7 @@ from distilflow.prepare import prepare_inputs
 from distilflow.spec import JobSpec
 from distilflow.teachers import TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
-from distilflow.teachers.requests import build_requests, generation_params
+from distilflow.teachers.requests import build_requests, teacher_plan
 from distilflow.teachers.token_estimate import estimate_prompt_tokens, token_counter
 from distilflow.workspace import Workspace
 
@@ -20,7 +20,7 @@ TEACHER_SPLITS = ("train", "validation")
 def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs | None = None) -> dict[str, Any]:
     """What the teacher stage would ask and cost, without asking: requests, prompt tokens, output bound, cost."""
     inputs = inputs or prepare_inputs(spec)
-    params = generation_params(spec)
+    params, shots = teacher_plan(spec, inputs.task, inputs.examples["train"])
     teacher = load_teacher(spec.teacher)
     try:
         identity = teacher.identity()
@@ -30,7 +30,7 @@ def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInput
             examples = inputs.examples.get(split, [])
             if examples:
                 rows[split] = len(examples)
-                requests.update((r.key, r) for r in build_requests(examples, spec, identity, params))
+                requests.update((r.key, r) for r in build_requests(examples, spec, identity, params, shots))
         cache_path = workspace.job(spec.name or "").teacher_cache
         known: set[str] = set()
         if cache_path.exists():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from distilflow.models.prompts import Message, render_chat
+from distilflow.models.prompts import COMPLETION_TURN_END, Message, PromptFormat, render_prompt
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,15 @@ class GenerationParams:
     seed: int | None = 0
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0
+    choices: tuple[str, ...] = ()  # answer by ranking these (labels) instead of generating; see scoring.py
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        if self.choices:
+            data["choices"] = list(self.choices)
+        else:  # keys of generated answers stay what they were before ranking existed (no re-paying)
+            del data["choices"]
         return data
 
 
@@ -51,11 +56,15 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def generate_batch(model, tokenizer, conversations: list[list[Message]], params: GenerationParams) -> list[LocalOutput]:
-    """Answer each conversation `params.num_samples` times; results are in input order."""
+def generate_batch(model, tokenizer, conversations: list[list[Message]], params: GenerationParams,
+                   prompt_format: PromptFormat = "chat") -> list[LocalOutput]:
+    """Answer each conversation `params.num_samples` times; results are in input order. In completion format an
+    answer also ends at the blank line that separates a completion prompt's examples."""
     import torch
 
-    prompts = [render_chat(tokenizer, messages) for messages in conversations]
+    prompts = [render_prompt(tokenizer, messages, prompt_format) for messages in conversations]
+    if prompt_format == "completion" and COMPLETION_TURN_END not in params.stop:
+        params = replace(params, stop=(*params.stop, COMPLETION_TURN_END))
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     sampling = params.temperature > 0
     kwargs: dict = {
@@ -92,7 +101,7 @@ def generate_batch(model, tokenizer, conversations: list[list[Message]], params:
             length = next((j for j, t in enumerate(ids) if t in special), len(ids))
             finished = length < len(ids)
             text, stopped = _cut_at_stop(tokenizer.decode(ids[:length], skip_special_tokens=True), params.stop)
-            texts.append(text)
+            texts.append(text.strip() if prompt_format == "completion" else text)
             reasons.append("stop" if finished or stopped else "length")
             lengths.append(length)
             if params.top_logprobs:

@@ -73,6 +73,10 @@ class Task:
         """The reference carried by an assistant turn in chat-form rows."""
         return text
 
+    def reference_answer(self, reference: Any) -> str:
+        """A reference written as a model's answer (the assistant turn of a few-shot example)."""
+        return str(reference[0] if isinstance(reference, list) else reference)
+
     # ----- answers -----------------------------------------------------------------------
     def extract_answer(self, text: str) -> str | None:
         """The task's answer inside a model response (None when it cannot be found)."""

@@ -50,6 +50,9 @@ class MathTask(Task):
             raise RowError(f"the answer {text[:40]!r} holds no final number (GSM8K form: '... #### 42')")
         return number
 
+    def reference_answer(self, reference: Any) -> str:
+        return f"#### {reference}"
+
     def extract_answer(self, text: str) -> str | None:
         return final_number(text)
 

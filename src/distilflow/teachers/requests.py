@@ -3,25 +3,66 @@ which cache key. Used by the teacher stage and by evaluation of a recorded teach
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from typing import Any
 
 from distilflow.models import GenerationParams, Message
 from distilflow.spec import JobSpec
-from distilflow.tasks import Example
+from distilflow.tasks import ClassificationTask, Example, Task
 from distilflow.teachers.base import TeacherRequest, request_fingerprint
 
 
-def generation_params(spec: JobSpec) -> GenerationParams:
+def generation_params(spec: JobSpec, task: Task | None = None) -> GenerationParams:
+    """The teacher's sampling settings; in answer_mode rank, the labels it chooses from (part of the cache key)."""
     g = spec.generation
+    choices: tuple[str, ...] = ()
+    if g.answer_mode == "rank" and isinstance(task, ClassificationTask):
+        choices = tuple(task.labels)
     return GenerationParams(
         max_tokens=g.max_tokens, temperature=spec.teacher_temperature, top_p=g.top_p,
-        num_samples=g.num_samples, seed=g.seed, stop=tuple(g.stop), top_logprobs=g.top_logprobs,
+        num_samples=g.num_samples, seed=g.seed, stop=tuple(g.stop), top_logprobs=g.top_logprobs, choices=choices,
     )
 
 
-def teacher_messages(example: Example, spec: JobSpec) -> list[Message]:
-    """What the teacher sees: the student's prompt plus teacher-only instructions (system prompt, few-shot)."""
-    messages = [dict(m) for m in example.messages]
+def few_shot_examples(spec: JobSpec, task: Task, train: Sequence[Example]) -> list[Example]:
+    """`generation.few_shot` labelled training rows for the teacher's prompt: spread evenly over the answers they
+    teach (round robin over the labels), chosen with `generation.seed`, the same for every request (so the block
+    is a prefix every prompt shares, and its cache is reused)."""
+    wanted = spec.generation.few_shot
+    labelled = [e for e in train if e.reference is not None]
+    if not wanted or not labelled:
+        return []
+    rng = random.Random(spec.generation.seed or 0)
+    groups: dict[str, list[Example]] = {}
+    for example in labelled:
+        groups.setdefault(task.answer_key(task.reference_answer(example.reference)) or "", []).append(example)
+    for members in groups.values():
+        rng.shuffle(members)
+    chosen: list[Example] = []
+    while len(chosen) < wanted and any(groups.values()):
+        for key in sorted(groups):
+            if groups[key] and len(chosen) < wanted:
+                chosen.append(groups[key].pop())
+    rng.shuffle(chosen)
+    return chosen
+
+
+def shot_messages(task: Task, shots: Sequence[Example]) -> list[Message]:
+    """Few-shot examples as earlier turns: each one's prompt, then its reference as the answer."""
+    messages: list[Message] = []
+    for shot in shots:
+        messages += [dict(m) for m in shot.messages if m["role"] != "system"]
+        messages.append({"role": "assistant", "content": task.reference_answer(shot.reference)})
+    return messages
+
+
+def teacher_messages(example: Example, spec: JobSpec, shots: Sequence[Message] = ()) -> list[Message]:
+    """What the teacher sees: teacher-only instructions (system prompt, teacher_prompt), few-shot turns, then the
+    student's prompt. The instructions go first so that every prompt shares them as a prefix."""
+    own = [dict(m) for m in example.messages]
+    messages = [*(m for m in own if m["role"] == "system"), *(dict(m) for m in shots),
+                *(m for m in own if m["role"] != "system")]
     teacher_prompt = spec.generation.teacher_prompt
     if teacher_prompt:
         first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
@@ -33,9 +74,15 @@ def teacher_messages(example: Example, spec: JobSpec) -> list[Message]:
 
 
 def build_requests(examples: list[Example], spec: JobSpec, identity: dict[str, Any],
-                   params: GenerationParams) -> list[TeacherRequest]:
+                   params: GenerationParams, shots: Sequence[Message] = ()) -> list[TeacherRequest]:
     requests = []
     for example in examples:
-        messages = teacher_messages(example, spec)
+        messages = teacher_messages(example, spec, shots)
         requests.append(TeacherRequest(key=request_fingerprint(identity, messages, params), messages=messages))
     return requests
+
+
+def teacher_plan(spec: JobSpec, task: Task, train: Sequence[Example]) -> tuple[GenerationParams, list[Message]]:
+    """What every teacher request of a job shares: its parameters and its few-shot turns (the teacher stage, its
+    dry run and the teacher's evaluation all ask with these)."""
+    return generation_params(spec, task), shot_messages(task, few_shot_examples(spec, task, train))

@@ -60,10 +60,13 @@ def lm_head(model: Any) -> Head:
 
 
 class DistillationTrainer(SFTTrainer):
-    def __init__(self, *args: Any, distill: DistillSettings, teacher_model: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, distill: DistillSettings, teacher_model: Any = None,
+                 teacher_prefix_ids: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.teacher_model = teacher_model
+        self.teacher_prefix_ids = teacher_prefix_ids  # a few-shot block only the teacher reads (context distillation)
+        self._teacher_prefix: Any = None
         if teacher_model is not None:
             teacher_model.to(self.args.device).eval().requires_grad_(False)
         self._forward_redirection = _ForwardRedirection()
@@ -81,8 +84,7 @@ class DistillationTrainer(SFTTrainer):
         model_inputs["use_cache"] = False
         teacher_hidden = None
         if self.teacher_model is not None:
-            with torch.no_grad():
-                teacher_hidden = last_hidden_state(self.teacher_model, model_inputs)
+            teacher_hidden = self._teacher_hidden(model_inputs)
         # The whole loss runs inside the (DDP/FSDP) wrapper's forward, so the wrapper sees every parameter used,
         # the LM head included (the same redirection TRL's own distillation trainer uses).
         unwrapped = self.accelerator.unwrap_model(model)
@@ -94,6 +96,20 @@ class DistillationTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         self._record_terms(mode, kd_sum, ce_sum, tokens, inputs)
         return (loss, None) if return_outputs else loss
+
+    def _teacher_hidden(self, model_inputs: dict[str, Any]) -> torch.Tensor:
+        """The teacher's hidden states at the student's positions; with a teacher prefix, read after it (its
+        key/value cache is computed once and reused for every batch)."""
+        if not self.teacher_prefix_ids:
+            with torch.no_grad():
+                return last_hidden_state(self.teacher_model, model_inputs)
+        if self._teacher_prefix is None:
+            from distilflow.models.scoring import PrefixCache
+
+            self._teacher_prefix = PrefixCache(causal_lm(self.teacher_model), self.teacher_prefix_ids)
+        ids = model_inputs["input_ids"]
+        mask = model_inputs.get("attention_mask")
+        return self._teacher_prefix.hidden_states(ids, torch.ones_like(ids) if mask is None else mask)
 
     def _student_loss(self, unwrapped: Any, model_inputs: dict[str, Any], labels: torch.Tensor,
                       teacher_hidden: torch.Tensor | None, targets: dict[str, torch.Tensor],

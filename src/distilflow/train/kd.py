@@ -52,10 +52,41 @@ def run(ctx: "StageContext") -> dict[str, Any]:
     rows = recipe.synthetic_rows(ctx)
     model, tokenizer = recipe.load_student_to_train(ctx)
     settings = distill_settings(ctx.spec.training)
+    fmt = ctx.spec.student.prompt_format
     if is_main_process():
         log.info("kd: %s at temperature %g, alpha %g, up to %d tokens per loss chunk", settings.divergence,
                  settings.temperature, settings.alpha, settings.chunk_size)
-    plan = recipe.MethodPlan("kd", DistillationTrainer, train_rows=recipe.prompt_completion_rows(rows.train),
-                             validation_rows=recipe.prompt_completion_rows(rows.validation),
-                             trainer_kwargs={"distill": settings, "teacher_model": load_teacher_model(ctx)})
+    prefix_ids = teacher_prefix_ids(ctx, tokenizer, rows.train[0])
+    plan = recipe.MethodPlan("kd", DistillationTrainer, train_rows=recipe.prompt_completion_rows(rows.train, fmt),
+                             validation_rows=recipe.prompt_completion_rows(rows.validation, fmt),
+                             arguments={"packing": False, "padding_free": False} if prefix_ids else {},
+                             trainer_kwargs={"distill": settings, "teacher_model": load_teacher_model(ctx),
+                                             "teacher_prefix_ids": prefix_ids})
     return recipe.fit(ctx, plan, model, tokenizer)
+
+
+def teacher_prefix_ids(ctx: "StageContext", tokenizer: Any, row: dict[str, Any]) -> list[int] | None:
+    """Context distillation: what the teacher reads before the student's prompt (its few-shot block and
+    instructions), as tokens, when teacher and student read plain text (completion format). The teacher then sees
+    prefix + the student's tokens, and its answer distribution is the one it gave in the teacher stage."""
+    from distilflow.models.prompts import render_completion
+    from distilflow.tasks import Example
+    from distilflow.teachers.requests import teacher_messages, teacher_plan
+
+    spec = ctx.spec
+    if spec.teacher.prompt_format != "completion" or spec.student.prompt_format != "completion":
+        return None
+    _, shots = teacher_plan(spec, ctx.task, ctx.examples("train"))
+    student_text = render_completion(row["messages"][:-1])
+    teacher_text = render_completion(teacher_messages(Example(id="", messages=row["messages"][:-1]), spec, shots))
+    if teacher_text == student_text or not teacher_text.endswith(student_text):
+        return None
+    prefix = tokenizer(teacher_text[:-len(student_text)], add_special_tokens=False)["input_ids"]
+    if prefix + tokenizer(student_text, add_special_tokens=False)["input_ids"] != \
+            tokenizer(teacher_text, add_special_tokens=False)["input_ids"]:
+        log.warning("kd: the teacher's prefix does not end on a token boundary; the teacher reads the student's "
+                    "prompt alone")
+        return None
+    if is_main_process():
+        log.info("kd: the teacher reads a %d-token prefix (its few-shot block) before each student prompt", len(prefix))
+    return prefix

@@ -21,6 +21,7 @@ def run(ctx: "StageContext") -> dict[str, Any]:
 
     rows = recipe.synthetic_rows(ctx)
     model, tokenizer = recipe.load_student_to_train(ctx)
-    plan = recipe.MethodPlan("sft", SFTTrainer, train_rows=recipe.prompt_completion_rows(rows.train),
-                             validation_rows=recipe.prompt_completion_rows(rows.validation))
+    fmt = ctx.spec.student.prompt_format
+    plan = recipe.MethodPlan("sft", SFTTrainer, train_rows=recipe.prompt_completion_rows(rows.train, fmt),
+                             validation_rows=recipe.prompt_completion_rows(rows.validation, fmt))
     return recipe.fit(ctx, plan, model, tokenizer)

@@ -28,10 +28,11 @@ MAX_UNMAPPABLE = 0.5
 
 
 def preflight(spec: "JobSpec") -> None:
-    """Stored top-K log-probs, and (for a local teacher) one tokenizer for teacher and student."""
-    if spec.generation.top_logprobs < 1:
+    """Stored top-K log-probs (or a label distribution), and (for a local teacher) one tokenizer for teacher and
+    student."""
+    if spec.generation.top_logprobs < 1 and spec.generation.answer_mode != "rank":
         raise SpecError("training.method sparse_kd learns from the teacher's stored top-k log-probs: set "
-                        "generation.top_logprobs (for example 8)")
+                        "generation.top_logprobs (for example 8), or rank the labels (generation.answer_mode: rank)")
     if spec.teacher.backend == "recorded":
         raise SpecError("training.method sparse_kd needs the teacher's top-k log-probs, which recorded "
                         "completions do not have; use sft")
@@ -48,20 +49,22 @@ def run(ctx: "StageContext") -> dict[str, Any]:
 
     from distilflow.teachers.cache import TeacherCache
     from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
-    from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, teacher_target_rows
+    from distilflow.tasks import ClassificationTask
+    from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, TargetSettings, teacher_target_rows
 
     if ctx.spec.training.packing:
         log.warning("training.packing is not supported with sparse_kd (its per-token targets are not packed); "
                     "training without packing")
     rows = recipe.synthetic_rows(ctx)
     model, tokenizer = recipe.load_student_to_train(ctx)
-    vocab_size = model.get_output_embeddings().weight.shape[0]
-    max_length = ctx.spec.training.max_seq_length
+    labels = tuple(ctx.task.labels) if isinstance(ctx.task, ClassificationTask) else ()
+    settings = TargetSettings(tokenizer, model.get_output_embeddings().weight.shape[0],
+                              ctx.spec.training.max_seq_length, ctx.spec.student.prompt_format, labels)
     stats = SparseStats()
     cache = TeacherCache(ctx.paths.teacher_cache)
     try:
-        train_rows = teacher_target_rows(cache, tokenizer, rows.train, vocab_size, max_length, stats)
-        validation_rows = teacher_target_rows(cache, tokenizer, rows.validation, vocab_size, max_length, stats)
+        train_rows = teacher_target_rows(cache, rows.train, settings, stats)
+        validation_rows = teacher_target_rows(cache, rows.validation, settings, stats)
     finally:
         cache.close()
     _check_targets(ctx, stats)

@@ -13,6 +13,12 @@ positions of the answer's tokens in the student's chat template.
    tokens, or answers cut at a stop string) gets no divergence term: it is trained with cross-entropy on its text
    only, and counted (`rows_without_teacher_targets`).
 The end-of-turn tokens after the answer have no stored distribution either: cross-entropy only.
+3. Labels. A teacher that answered by ranking the labels (`generation.answer_mode: rank`) stored one position:
+   its log-probability of every label. That distribution becomes the target at the answer's first token, each
+   label standing for the token it starts with in the student's prompt format (`LabelTargets`); the rest of the
+   label follows from its first token and is learnt by cross-entropy.
+A student in completion format (`student.prompt_format: completion`) reads its prompt as plain text and its answer
+follows after a space (models/prompts.py); otherwise the student's chat template places it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distilflow.models import render_chat
+from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
 
@@ -117,24 +124,37 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _rendered(tokenizer: Any, messages: list[dict[str, str]], prompt_format: str) -> tuple[str, str]:
+    """(prompt text, prompt + answer + end of turn text) as the student reads them."""
+    if prompt_format == "completion":
+        prompt = render_completion(messages[:-1])
+        return prompt, prompt + completion_answer(messages[-1]["content"]) + (tokenizer.eos_token or "")
+    return (render_chat(tokenizer, messages[:-1], generation_prompt=True),
+            render_chat(tokenizer, messages, generation_prompt=False))
+
+
 def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int]] | None,
-              logprobs: list[list[float]] | None, max_length: int) -> tuple[dict[str, Any], str]:
-    """Tokenised row (input_ids, labels on the answer and end of turn) with teacher targets on the answer tokens.
+              logprobs: list[list[float]] | None, max_length: int, prompt_format: str = "chat",
+              first_token_only: bool = False) -> tuple[dict[str, Any], str]:
+    """Tokenised row (input_ids, labels on the answer and end of turn) with teacher targets on the answer tokens
+    (`first_token_only`: one stored position, a label distribution, for the answer's first token).
 
     Returns the row and why it has no targets ("" when aligned).
     """
     prompt, answer = messages[:-1], messages[-1]["content"]
-    prompt_ids = _tokens(tokenizer, render_chat(tokenizer, prompt, generation_prompt=True))
-    full_ids = _tokens(tokenizer, render_chat(tokenizer, messages, generation_prompt=False))
+    prompt_text, full_text = _rendered(tokenizer, messages, prompt_format)
+    prompt_ids, full_ids = _tokens(tokenizer, prompt_text), _tokens(tokenizer, full_text)
     start = _common_prefix(prompt_ids, full_ids)  # where the completion starts, as TRL's SFT computes it
-    answer_ids = _tokens(tokenizer, answer)
+    answer_ids = _tokens(tokenizer, completion_answer(answer) if prompt_format == "completion" else answer)
     reason = ""
     if not ids:
         reason = "no_stored_logprobs"
+    elif first_token_only:
+        pass  # the label distribution targets the first answer token, whatever follows it
     elif full_ids[start:start + len(answer_ids)] == answer_ids and len(answer_ids) == len(ids):
         pass  # the answer re-tokenises to exactly as many tokens as the teacher generated
     else:
-        greedy = _greedy_spelling(tokenizer, answer, ids)
+        greedy = _greedy_spelling(tokenizer, answer, ids) if prompt_format == "chat" else None
         if greedy is None:
             reason = "answer_does_not_retokenise_to_teacher_tokens"
         else:
@@ -148,7 +168,7 @@ def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int
     row: dict[str, Any] = {"input_ids": full_ids[:max_length], "labels": labels[:max_length]}
     width = max((len(r) for r in ids), default=0) if ids else 0
     if not reason and width:
-        n = min(len(answer_ids), max(0, max_length - start))
+        n = min(len(ids) if first_token_only else len(answer_ids), max(0, max_length - start))
         row["teacher_offset"] = start
         row[TOPK_IDS] = ids[:n]
         row[TOPK_LOGPROBS] = logprobs[:n]
@@ -171,6 +191,20 @@ def _greedy_spelling(tokenizer: Any, answer: str, ids: list[list[int]]) -> list[
     return None
 
 
+class LabelTargets:
+    """Maps the labels a ranked teacher stored (as its top-k "tokens") to the student's first answer tokens."""
+
+    def __init__(self, first_tokens: dict[str, int]) -> None:
+        self.first_tokens = first_tokens
+
+    def covers(self, top: "TopLogprobs") -> bool:
+        return top.token_ids is None and len(top.logprobs) == 1 and bool(top.tokens) and \
+            all(t in self.first_tokens for t in top.tokens[0])
+
+    def __call__(self, label: str) -> int | None:
+        return self.first_tokens.get(label)
+
+
 @dataclass
 class SparseStats:
     """How many rows and stored tokens became targets, and why rows got none."""
@@ -191,20 +225,44 @@ class SparseStats:
                 "unmappable_teacher_tokens": self.unmappable_tokens, "stored_teacher_tokens": self.stored_tokens}
 
 
-def teacher_target_rows(cache: TeacherCache, tokenizer: Any, synthetic: list[dict[str, Any]], vocab_size: int,
-                        max_length: int, stats: SparseStats) -> list[dict[str, Any]]:
+@dataclass
+class TargetSettings:
+    """How stored teacher log-probs become the student's targets: its tokenizer, vocabulary size, maximum length,
+    prompt format, and the job's labels (a ranked teacher stores one distribution over them)."""
+
+    tokenizer: Any
+    vocab_size: int
+    max_length: int
+    prompt_format: str = "chat"
+    labels: tuple[str, ...] = ()
+
+    def label_first_tokens(self) -> dict[str, int]:
+        """Each label -> the token its answer starts with, in the student's format."""
+        spelled = {label: completion_answer(label) if self.prompt_format == "completion" else label
+                   for label in self.labels}
+        return {label: _tokens(self.tokenizer, text)[0] for label, text in spelled.items()}
+
+
+def teacher_target_rows(cache: TeacherCache, synthetic: list[dict[str, Any]], settings: TargetSettings,
+                        stats: SparseStats) -> list[dict[str, Any]]:
     """Training rows of synthetic chat rows, with the top-K targets their teacher answer stored in the cache."""
-    mapper = TokenMapper(tokenizer)
+    mapper = TokenMapper(settings.tokenizer)
+    label_mapper = LabelTargets(settings.label_first_tokens()) if settings.labels else None
     rows = []
     for row in synthetic:
         answer = cache.get(row.get("teacher_key", ""), with_logprobs=True)
         sample = row.get("sample", 0)
         ids = logprobs = None
-        if answer is not None and answer.top_logprobs and sample < len(answer.top_logprobs):
-            ids, logprobs, unmappable, total = stored_targets(answer.top_logprobs[sample], mapper, vocab_size)
+        top = answer.top_logprobs[sample] if answer and answer.top_logprobs and sample < len(answer.top_logprobs) \
+            else None
+        ranked = top is not None and label_mapper is not None and label_mapper.covers(top)
+        if top is not None:
+            ids, logprobs, unmappable, total = stored_targets(top, label_mapper if ranked else mapper,
+                                                              settings.vocab_size)
             stats.unmappable_tokens += unmappable
             stats.stored_tokens += total
-        training_row, reason = build_row(tokenizer, row["messages"], ids, logprobs, max_length)
+        training_row, reason = build_row(settings.tokenizer, row["messages"], ids, logprobs, settings.max_length,
+                                         settings.prompt_format, first_token_only=ranked)
         stats.rows += 1
         if reason:
             stats.reasons[reason] += 1

@@ -1,0 +1,130 @@
+"""Classification: a text -> one label of a fixed set (customer-support intents, topics, sentiment, ...).
+
+Rows are {"text": ..., "label": ...}; the label is optional (unlabelled rows are what a user has most of).
+The label set is the spec's `labels:`, or else the labels seen in the training data. A model's answer counts only
+when it is exactly one label, ignoring case, spaces, underscores and punctuation; anything else is `not_a_label`.
+Scores: accuracy and macro-F1 (mean over labels of per-label F1), both with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from distilflow.metrics.text import MetricStats, mean_stats
+from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
+
+# The student's zero-shot prompt; the answer follows as the label itself.
+PROMPT = "Message: {text}\nLabel:"
+TEXT_FIELDS = ("text", "message", "sentence", "utterance")
+LABEL_FIELDS = ("label", "category", "intent")  # Banking77 calls it category
+_SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def label_key(text: str) -> str:
+    """Case, spacing, underscores and punctuation removed: "Activate my card." and "activate_my_card" agree."""
+    return _SEPARATORS.sub(" ", text.lower()).strip()
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    primary_metric = "accuracy"
+    metric_names = ("accuracy", "macro_f1")
+
+    def __init__(self, labels: Sequence[str] | None = None) -> None:
+        self.labels: list[str] = []
+        self._by_key: dict[str, str] = {}
+        if labels:
+            self.set_labels(labels)
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        keys = [label_key(label) for label in labels]
+        if len(set(keys)) != len(keys):
+            raise RowError("labels must differ in more than case, spacing and punctuation")
+        self.labels = list(labels)
+        self._by_key = dict(zip(keys, self.labels))
+
+    # ----- rows -------------------------------------------------------------------------------------------
+    def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
+        text_key = next((k for k in TEXT_FIELDS if k in row), "text")
+        text = require_text(row, text_key)
+        label_field = next((k for k in LABEL_FIELDS if row.get(k) is not None), None)
+        return user_prompt(PROMPT.format(text=text.strip())), (
+            None if label_field is None else self._reference(row[label_field]))
+
+    def reference_from_text(self, text: str) -> Any:
+        return self._reference(text)
+
+    def _reference(self, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise RowError(f"the label must be a non-empty string, not {str(value)[:40]!r}")
+        if self.labels and label_key(value) not in self._by_key:
+            raise RowError(f"label {value[:40]!r} is not one of the job's labels ({', '.join(self.labels)})")
+        return self._by_key.get(label_key(value), value.strip())
+
+    def reference_answer(self, reference: Any) -> str:
+        return str(reference)
+
+    # ----- answers ----------------------------------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        """The label a model's answer names: its first line must be exactly one label (normalised)."""
+        first_line = next((line for line in text.strip().splitlines() if line.strip()), "")
+        return self._by_key.get(label_key(first_line))
+
+    def check_teacher_answer(self, text: str, reference: Any, verify: bool) -> str | None:
+        reason = super().check_teacher_answer(text, reference, verify)
+        return "not_a_label" if reason == "unparseable" else reason
+
+    def agrees(self, answer: str, reference: Any) -> bool:
+        return answer == reference
+
+    # ----- scoring ----------------------------------------------------------------------------------------
+    def example_scores(self, predictions: list[str], references: list[Any]) -> list[float]:
+        return [float(self.extract_answer(p) == r) for p, r in zip(predictions, references)]
+
+    def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
+        answers = [self.extract_answer(p) for p in predictions]
+        return {"accuracy": mean_stats(self.example_scores(predictions, references)),
+                "macro_f1": macro_f1_stats(answers, references, self.labels or sorted(set(references)))}
+
+
+def macro_f1_stats(answers: list[str | None], references: list[str], labels: list[str]) -> MetricStats:
+    """Macro-F1 as per-example sufficient statistics: each example adds to one label's true positives, or to
+    one label's false negatives and (when it named a label) another's false positives. The score of any
+    resample is a function of the summed counts, so the bootstrap resamples it exactly."""
+    index = {label: i for i, label in enumerate(labels)}
+    rows = []
+    for answer, reference in zip(answers, references):
+        row = [0.0] * (3 * len(labels))  # per label: tp, fp, fn
+        if answer == reference:
+            row[3 * index[reference]] = 1.0
+        else:
+            if reference in index:
+                row[3 * index[reference] + 2] = 1.0
+            if answer in index:
+                row[3 * index[answer] + 1] = 1.0
+        rows.append(row)
+    return MetricStats(rows, _macro_f1)
+
+
+def _macro_f1(sums: Sequence[float]) -> float:
+    """Mean per-label F1 over the labels that occur (as reference or answer) in this set of examples."""
+    scores = []
+    for i in range(0, len(sums), 3):
+        tp, fp, fn = sums[i], sums[i + 1], sums[i + 2]
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def confusion_counts(task: ClassificationTask, rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """reference label -> answered label (or "not_a_label") -> count, over prediction rows with a reference."""
+    matrix: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row.get("reference") is None:
+            continue
+        answer = task.extract_answer(row.get("prediction") or "") or "not_a_label"
+        cell = matrix.setdefault(row["reference"], {})
+        cell[answer] = cell.get(answer, 0) + 1
+    return matrix
