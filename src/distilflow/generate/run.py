@@ -19,7 +19,7 @@ from distilflow.jobs.context import StageContext
 from distilflow.spec import TeacherSpec
 from distilflow.teachers import GenerationParams, Teacher, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
-from distilflow.teachers.requests import build_requests, generation_params
+from distilflow.teachers.requests import build_requests, teacher_plan
 
 log = logging.getLogger(__name__)
 TEACHER_SPLITS = ("train", "validation")
@@ -28,12 +28,12 @@ _NOTE_EVERY_S = 0.25  # the live progress line is rebuilt at most this often (it
 
 def generate_stage(ctx: StageContext) -> dict[str, Any]:
     spec = ctx.spec
-    params = generation_params(spec)
+    params, shots = teacher_plan(spec, ctx.task, ctx.examples("train"))
     teacher = load_teacher(spec.teacher)
     cache = TeacherCache(ctx.paths.teacher_cache)
     try:
         identity = teacher.identity()
-        requests_by_split = {split: build_requests(ctx.examples(split), spec, identity, params)
+        requests_by_split = {split: build_requests(ctx.examples(split), spec, identity, params, shots)
                              for split in TEACHER_SPLITS if ctx.examples(split)}
         all_requests = {r.key: r for requests in requests_by_split.values() for r in requests}
         known = cache.known_keys(all_requests)
