@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,8 +80,14 @@ def synthetic_rows(ctx: "StageContext") -> SyntheticRows:
     return SyntheticRows(train, list(iter_jsonl(ctx.paths.synthetic_split("validation"))))
 
 
-def prompt_completion_rows(rows: list[Row]) -> list[Row]:
-    """Synthetic chat rows -> TRL's conversational prompt/completion form (TRL then masks the prompt's loss)."""
+def prompt_completion_rows(rows: list[Row], prompt_format: str = "chat") -> list[Row]:
+    """Synthetic chat rows -> TRL's prompt/completion form (TRL then masks the prompt's loss): conversational for a
+    chat student, plain text for a completion student (TRL appends the end-of-sequence token to the completion)."""
+    from distilflow.models.prompts import completion_answer, render_completion
+
+    if prompt_format == "completion":
+        return [{"prompt": render_completion(row["messages"][:-1]),
+                 "completion": completion_answer(row["messages"][-1]["content"])} for row in rows]
     return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
 
 
@@ -178,12 +186,63 @@ def training_callbacks(ctx: "StageContext", progress: "StageProgress") -> list["
 # ----- checkpoints and resume ----------------------------------------------------------------------------------
 
 
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints in step order that were fully written (Trainer writes trainer_state.json last)."""
+def _checkpoints(folder: Path) -> list[Path]:
+    """Every checkpoint-N folder, in step order."""
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "trainer_state.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (None when its header reads and its size is what the header says)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 0 or length > size - 8:
+            return f"{size} bytes, shorter than its header"
+        try:
+            header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return "its header is not readable"
+    return None if size == 8 + length + end else f"{size} bytes, its header says {8 + length + end}"
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why training cannot resume from `checkpoint` (None when its files verify): trainer_state.json parses, the
+    weights' headers read and match their sizes, every shard an index names is there, and the optimizer,
+    scheduler and RNG states (torch zip files) are whole. A file cut short (disk full, a crash before the data
+    reached the disk) would otherwise fail every resume."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json is missing or unreadable"
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    for index in checkpoint.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return f"{index.name} is unreadable"
+        if missing := sorted(shards - {p.name for p in weights}):
+            return f"{missing[0]} is missing"
+    if not weights and not any(checkpoint.glob("*.bin")):
+        return "it holds no model weights"
+    for path in weights:
+        if problem := safetensors_problem(path):
+            return f"{path.name}: {problem}"
+    for path in [*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth"), *checkpoint.glob("*.bin")]:
+        try:
+            zipfile.ZipFile(path).close()  # reads the zip's directory, which is at the very end
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is cut short"
+    return None
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in step order whose files verify (see checkpoint_problem)."""
+    return [p for p in _checkpoints(folder) if checkpoint_problem(p) is None]
 
 
 def prepare_checkpoint_folder(ctx: "StageContext") -> None:
@@ -196,10 +255,12 @@ def prepare_checkpoint_folder(ctx: "StageContext") -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
-    # A checkpoint cut short by a kill would confuse resume and rotation.
-    complete = set(complete_checkpoints(folder))
-    for path in folder.iterdir():
-        if _CHECKPOINT_NAME.match(path.name) and path not in complete:
+    # A checkpoint cut short (a kill, a full disk) would confuse resume and rotation: the previous one is used.
+    for path in _checkpoints(folder):
+        if (problem := checkpoint_problem(path)) is not None:
+            if (path / "trainer_state.json").exists():  # written last: this one looked complete
+                log.warning("checkpoint %s is damaged (%s): removed, training resumes from the one before it",
+                            path.name, problem)
             shutil.rmtree(path, ignore_errors=True)
 
 
