@@ -1,7 +1,7 @@
 """A small OpenAI-protocol chat server for tests and benchmarks, with fault injection.
 
 It answers POST .../chat/completions (any prefix, so Azure's /openai/deployments/NAME/... works too)
-with a deterministic answer derived from the prompt, and can be told to be slow, to answer 429 with
+with a deterministic answer derived from the prompt (streamed when asked), and can be told to be slow, to answer 429 with
 Retry-After, 500, a malformed body, or to drop the connection. It counts every attempt and every
 answer per prompt, so tests can assert "answered at most C prompts twice".
 
@@ -201,6 +201,8 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
                 state.answered[prompt] += 1
                 state.answer_times.append(time.monotonic())
                 state.answer_log.append((prompt, arrived, state.answer_times[-1]))
+            if body.get("stream"):
+                return await _stream(request, payload, bool((body.get("stream_options") or {}).get("include_usage")))
             return web.json_response(payload)
         finally:
             with state.lock:
@@ -213,6 +215,24 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
     app.router.add_post("/{prefix:.*}chat/completions", chat)
     app.router.add_get("/_stats", stats)
     return app
+
+
+async def _stream(request: web.Request, payload: dict[str, Any], with_usage: bool) -> web.StreamResponse:
+    """The completion as server-sent chat.completion.chunk events, a word at a time (what `stream: true` gets)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
+            "model": payload["model"]}
+    text = payload["choices"][0]["message"]["content"]
+    for i, word in enumerate(text.split(" ")):
+        delta = {"role": "assistant", "content": word if i == 0 else " " + word}
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if with_usage:
+        await response.write(f"data: {json.dumps({**base, 'choices': [], 'usage': payload['usage']})}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 def _credentials(request: web.Request) -> str:

@@ -4,6 +4,7 @@ settings of a job spec's `evaluation:` section (EvaluationSpec)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from distilflow.evaluate.worker import run_worker
 from distilflow.fingerprint import digest
 from distilflow.jobs.progress import StageProgress
 from distilflow.results import FIGURE_ALIASES, FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, read_predictions
-from distilflow.spec import EvaluationSpec
+from distilflow.spec import JOB_NAME_PATTERN, EvaluationSpec
 from distilflow.tasks import get_task, read_examples
 from distilflow.workspace import PREDICTIONS_FILE, Workspace
 
@@ -23,10 +24,17 @@ DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": 
 
 
 def _labels(targets: list[tuple[str | None, ModelTarget]]) -> list[str]:
-    """Each model's label: the one it was given, else its name (the folder or file name); never one twice."""
+    """Each model's label: the one it was given, else its name (the folder or file name); never one twice.
+
+    A label names a folder of the run: a given one must be a valid name (checked before any folder is made:
+    `../..` would write outside the workspace); a derived one is made valid."""
     labels: list[str] = []
     for given, target in targets:
-        base = given or Path(target.model.rstrip("/")).name or target.model
+        if given is not None and not JOB_NAME_PATTERN.fullmatch(given):
+            raise DistilflowError(f"label {given!r} is not a valid name: use letters, digits, '.', '_' and '-' only "
+                                  f"(at most 100), starting with a letter or digit; nothing was written")
+        derived = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(target.model.rstrip("/")).name).lstrip("-._")[:100]
+        base = given or derived or "model"
         label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1
@@ -34,8 +42,18 @@ def _labels(targets: list[tuple[str | None, ModelTarget]]) -> list[str]:
     return labels
 
 
+def _evaluations(workspace: Workspace) -> Path:
+    return workspace.root / "evaluations"
+
+
 def _run_folder(workspace: Workspace, names: list[str]) -> Path:
-    return workspace.root / "evaluations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest(names, length=8)}"
+    return _evaluations(workspace) / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest(names, length=8)}"
+
+
+def _answer_cache(workspace: Workspace) -> Path:
+    """API models' answers, kept across runs (each keyed by model, URL, prompt and settings): a re-run of a
+    comparison, or one that crashed, pays only for what it lacks."""
+    return _evaluations(workspace) / "answers.sqlite"
 
 
 def wanted_keys(metrics: list[str] | None, task_type: str) -> set[str] | None:
@@ -73,7 +91,7 @@ def _evaluate_all(workspace: Workspace, models: list[str | dict[str, Any]], test
     results = {}
     for label, (_, target) in zip(labels, targets):
         config = worker_config(label, target, task_type=task_type, examples=examples, settings=settings,
-                               output_dir=folder / label)
+                               output_dir=folder / label, cache_path=_answer_cache(workspace))
         with StageProgress(None, "", "evaluate", progress_steps(len(examples), settings),
                            f"evaluating {label}") as progress:
             results[label] = run_worker(config, lambda done, total: progress.update(done))

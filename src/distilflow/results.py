@@ -75,6 +75,11 @@ class ModelResult(BaseModel):
     throughput_output_tokens_per_s: float | None = None
     throughput_seconds: float | None = None
     cost_per_1000_answers: float | None = None
+    # Where answers came from (set when not every answer was asked and timed in this run): answers read from the
+    # cache of an earlier run count for quality, not speed; failed ones are scored as empty answers.
+    answers_from_cache: int | None = None
+    timed_answers: int | None = None
+    failed_answers: int | None = None
     # Size and memory.
     parameters: int | None = None
     weights_mb: float | None = None
@@ -186,26 +191,33 @@ class Prediction:
     prediction: str
     reference: Any
     timing: AnswerTiming | None = None
+    cached: bool = False  # read from the answer cache of an earlier run (no latency)
+    error: str | None = None  # the model gave no answer (the prediction is empty), and why
 
     @classmethod
     def of(cls, example_id: str, messages: list[dict[str, str]], text: str, reference: Any,
-           timing: AnswerTiming | None = None) -> "Prediction":
+           timing: AnswerTiming | None = None, *, cached: bool = False, error: str | None = None) -> "Prediction":
         """The row for an answer to `messages`; its input is the last user turn (what a reader recognises)."""
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return cls(example_id, last_user, text, reference, timing)
+        return cls(example_id, last_user, text, reference, timing, cached, error)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> "Prediction":
         timing = None
         if "latency_s" in row:
             timing = AnswerTiming(row.get("latency_s"), row.get("ttft_s"), row.get("output_tokens"))
-        return cls(str(row["id"]), row.get("input", ""), row.get("prediction", ""), row.get("reference"), timing)
+        return cls(str(row["id"]), row.get("input", ""), row.get("prediction", ""), row.get("reference"), timing,
+                   bool(row.get("cached")), row.get("error"))
 
     def to_json(self) -> dict[str, Any]:
         row = {"id": self.id, "input": self.input, "prediction": self.prediction, "reference": self.reference}
         if self.timing is not None:
             row.update(latency_s=self.timing.latency_s, ttft_s=self.timing.ttft_s,
                        output_tokens=self.timing.output_tokens)
+        if self.cached:
+            row["cached"] = True
+        if self.error is not None:
+            row["error"] = self.error
         return row
 
 

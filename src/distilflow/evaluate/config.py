@@ -78,6 +78,8 @@ class WorkerConfig(ModelTarget):
     examples: list[TestExample]
     settings: EvaluationSpec
     output_dir: str
+    # The crash-safe answer cache of an API model (a job's teacher cache; a workspace's for `compare`).
+    cache_path: str | None = None
     fingerprint: str | None = None
 
     @property
@@ -100,15 +102,15 @@ class WorkerConfig(ModelTarget):
     def with_fingerprint(self) -> "WorkerConfig":
         """What the results depend on: the model (and its weights' revision), the inputs and the measuring
         settings; the report's settings (which models, how many examples shown) and the folder do not count."""
-        parts = self.model_dump(mode="json", exclude={"fingerprint": True, "output_dir": True,
+        parts = self.model_dump(mode="json", exclude={"fingerprint": True, "output_dir": True, "cache_path": True,
                                                       "settings": {"models", "examples_in_report", "max_examples"}})
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})
 
 
 def worker_config(label: str, target: ModelTarget, *, task_type: str, examples: list[Example],
-                  settings: EvaluationSpec, output_dir: Path) -> WorkerConfig:
+                  settings: EvaluationSpec, output_dir: Path, cache_path: Path | None = None) -> WorkerConfig:
     return WorkerConfig(**dict(target), label=label, task_type=task_type, settings=settings,
-                        output_dir=str(output_dir),
+                        output_dir=str(output_dir), cache_path=str(cache_path) if cache_path else None,
                         examples=[TestExample(id=e.id, messages=e.messages, reference=e.reference) for e in examples])
 
 

@@ -1,7 +1,11 @@
 """The one measure loop, the same for every model that answers here (a local model, or one behind an endpoint):
 warm-up, then every test input answered alone (latency and time to first token at batch size 1: what a user
 of a chat feels), then the whole test set `batch_size` at a time (throughput: what a server sustains).
-A `MeasuredModel` adapter says how to ask its model; the loop times it and builds the prediction rows."""
+A `MeasuredModel` adapter says how to ask its model; the loop times it and builds the prediction rows.
+
+An API model keeps its answers in a cache (a re-run pays nothing twice): an answer read from it took no time, so
+speed is measured on the answers asked in this run only, warm-up and throughput included, and the result says
+how many came from the cache. An answer the model failed to give is a failed prediction (scored as empty)."""
 
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ class Answer:
     ttft: float | None = None  # until its first token
     prompt_tokens: int | None = None  # None when the model does not say
     completion_tokens: int | None = None
+    cached: bool = False  # read from the answer cache (asked in an earlier run): not timed
+    error: str | None = None  # why the model gave no answer (an endpoint's 400 for this input, ...)
 
 
 class MeasuredModel(ABC):
@@ -49,6 +55,10 @@ class MeasuredModel(ABC):
     def figures(self, answers: list[Answer]) -> dict[str, Any]:
         """This kind of model's own figures (ModelResult fields: memory, size, cost ...), after the run."""
 
+    def cached(self, messages: Conversation) -> bool:
+        """Whether this input's answer is stored from an earlier run (only API models keep them)."""
+        return False
+
     def warm_up(self, singles: list[Conversation], batch: list[Conversation]) -> None:
         """Answers that are not timed: connection set-up, server and kernel warm-up. `batch` is one throughput
         batch, for models whose batched path warms up on its own (the default needs no more than singles)."""
@@ -66,24 +76,37 @@ def measure(model: MeasuredModel, examples: list[TestExample], settings: "Evalua
             on_progress: Callable[[int, int], None]) -> tuple[list[Prediction], dict[str, Any]]:
     """The prediction rows and the figures (ModelResult fields) of one model on the test inputs."""
     steps = progress_steps(len(examples), settings)
-    warm = examples[:settings.warmup]
+    fresh = [e.messages for e in examples if not model.cached(e.messages)]  # the inputs this run asks
+    warm = fresh[:settings.warmup]
     batch_warm = bool(warm) and settings.throughput and settings.batch_size > 1
-    model.warm_up([e.messages for e in warm], [e.messages for e in examples[:settings.batch_size]] if batch_warm else [])
+    model.warm_up(warm, fresh[:settings.batch_size] if batch_warm else [])
 
     predictions, answers = [], []
     for index, example in enumerate(examples):
         answer = model.answer_one(example.messages)
         answers.append(answer)
         timing = AnswerTiming(latency_s=answer.seconds, ttft_s=answer.ttft, output_tokens=answer.completion_tokens)
-        predictions.append(Prediction.of(example.id, example.messages, answer.text, example.reference, timing))
+        predictions.append(Prediction.of(example.id, example.messages, answer.text, example.reference, timing,
+                                         cached=answer.cached, error=answer.error))
         on_progress(index + 1, steps)
 
-    figures = {**latency_figures(answers, model.ttft_source), "throughput_batch_size": settings.batch_size}
-    if settings.throughput:
-        figures.update(throughput_figures(model, [e.messages for e in examples], settings.batch_size,
+    figures = {**latency_figures(answers, model.ttft_source), "throughput_batch_size": settings.batch_size,
+               **answer_counts(answers)}
+    if settings.throughput and fresh:
+        figures.update(throughput_figures(model, fresh, settings.batch_size,
                                           lambda done: on_progress(len(examples) + done, steps)))
     figures.update(model.figures(answers))
     return predictions, figures
+
+
+def answer_counts(answers: list[Answer]) -> dict[str, int]:
+    """How many answers came from the cache, were timed, or failed (only where some did not simply run here)."""
+    cached = sum(a.cached for a in answers)
+    failed = sum(a.error is not None for a in answers)
+    if not cached and not failed:
+        return {}
+    return {"answers_from_cache": cached, "failed_answers": failed,
+            "timed_answers": sum(a.seconds is not None for a in answers)}
 
 
 def total_tokens(counts: list[int | None]) -> int | None:
@@ -92,16 +115,17 @@ def total_tokens(counts: list[int | None]) -> int | None:
 
 
 def latency_figures(answers: list[Answer], ttft_source: str) -> dict[str, Any]:
-    latencies = [a.seconds for a in answers if a.seconds is not None]
-    latency = Spread.of(latencies)
-    ttft = Spread.of([a.ttft for a in answers if a.ttft is not None])
-    output_tokens = total_tokens([a.completion_tokens for a in answers])
-    answering = sum(latencies)
+    timed = [a for a in answers if a.seconds is not None]  # not the cached or failed ones
+    latencies = [a.seconds for a in timed]
+    latency = Spread.of(latencies)  # type: ignore[arg-type]
+    ttft = Spread.of([a.ttft for a in timed if a.ttft is not None])
+    timed_tokens = total_tokens([a.completion_tokens for a in timed])
+    answering = sum(latencies)  # type: ignore[arg-type]
     return dict(latency_mean_s=latency.mean, latency_p50_s=latency.p50, latency_p95_s=latency.p95,
                 ttft_mean_s=ttft.mean, ttft_p50_s=ttft.p50, ttft_p95_s=ttft.p95, ttft_source=ttft_source,
-                output_tokens=output_tokens,
+                output_tokens=total_tokens([a.completion_tokens for a in answers if a.error is None]),
                 # at batch size 1
-                output_tokens_per_s=output_tokens / answering if output_tokens is not None and answering else None)
+                output_tokens_per_s=timed_tokens / answering if timed_tokens is not None and answering else None)
 
 
 def throughput_figures(model: MeasuredModel, conversations: list[Conversation], batch_size: int,
@@ -111,7 +135,8 @@ def throughput_figures(model: MeasuredModel, conversations: list[Conversation], 
     answers = model.answer_all(conversations, batch_size, on_answered)
     model.synchronize()
     elapsed = time.perf_counter() - start
-    tokens = total_tokens([a.completion_tokens for a in answers])
-    return dict(throughput_answers_per_s=len(conversations) / elapsed if elapsed else None,
-                throughput_output_tokens_per_s=tokens / elapsed if elapsed and tokens is not None else None,
+    answered = [a for a in answers if a.error is None]  # a failed request is no answer
+    tokens = total_tokens([a.completion_tokens for a in answered])
+    return dict(throughput_answers_per_s=len(answered) / elapsed if elapsed and answered else None,
+                throughput_output_tokens_per_s=tokens / elapsed if elapsed and answered and tokens is not None else None,
                 throughput_seconds=elapsed)

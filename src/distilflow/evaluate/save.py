@@ -31,7 +31,7 @@ def save_result(config: WorkerConfig, predictions: list[Prediction], figures: di
     return result
 
 
-def save_not_evaluated(output_dir: Path, label: str, model: str, reason: str) -> ModelResult:
+def save_not_evaluated(output_dir: Path, label: str, model: str | None, reason: str) -> ModelResult:
     """A model that could not be evaluated: its reason in metrics.json, and no stale predictions beside it."""
     result = ModelResult.not_evaluated(label, model, reason)
     write_json_atomic(output_dir / METRICS_FILE, result.to_json())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from distilflow.errors import StageError
 from distilflow.evaluate.config import ModelTarget, WorkerConfig, progress_steps, worker_config
 from distilflow.evaluate.recorded import evaluate_recorded
 from distilflow.evaluate.save import save_not_evaluated
@@ -50,10 +49,22 @@ def _score(ctx: "StageContext", config: WorkerConfig, on_progress: Any) -> Model
         "every test input (only answers to the same inputs can be compared)")
 
 
+NO_TEST_SET = "no test set (the job spec has no test_data)"
+
+
+def _not_measured(ctx: "StageContext") -> dict[str, Any]:
+    """A job without test data: nothing to measure, which is not a failure. Each model's result says so (and
+    no results of an earlier spec that had test data are left to be mistaken for this one's)."""
+    for label in ctx.spec.evaluation.models:
+        save_not_evaluated(ctx.paths.eval_model(label), label, None, NO_TEST_SET)
+    ctx.paths.agreement.unlink(missing_ok=True)
+    return {"measured": False, "reason": NO_TEST_SET}
+
+
 def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     examples = ctx.examples("test")
     if not examples:
-        raise StageError("no test_data in the job spec: add test_data to score teacher, baseline and distilled")
+        return _not_measured(ctx)
     settings = ctx.spec.evaluation
     targets = model_targets(ctx)
     steps_per_model = progress_steps(len(examples), settings)
@@ -61,7 +72,8 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     with ctx.progress("evaluate", steps_per_model * len(targets), "evaluating models") as progress:
         for index, (label, target) in enumerate(targets.items()):
             config = worker_config(label, target, task_type=ctx.spec.task_type, examples=examples,
-                                   settings=settings, output_dir=ctx.paths.eval_model(label)).with_fingerprint()
+                                   settings=settings, output_dir=ctx.paths.eval_model(label),
+                                   cache_path=ctx.paths.teacher_cache).with_fingerprint()
             offset = index * steps_per_model
             previous = ModelResult.read(ctx.paths.eval_metrics(label))
             if previous is not None and previous.fingerprint == config.fingerprint:

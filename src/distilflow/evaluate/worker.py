@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from distilflow.evaluate.measure import MeasuredModel
 
 _STDERR_LINES_KEPT = 200  # the worker's own error is its last line; warnings before it can be many
+_PARENT_ENV = "DISTILFLOW_WORKER_PARENT"  # the pid of the process that started the worker
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 # ----- the parent -----------------------------------------------------------------------------------------------
@@ -32,6 +35,7 @@ def _worker_env() -> dict[str, str]:
     source = str(Path(__file__).resolve().parents[2])  # this distilflow, also when it is not installed
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env[_PARENT_ENV] = str(os.getpid())
     return env
 
 
@@ -101,9 +105,11 @@ def open_model(config: WorkerConfig) -> "MeasuredModel":
     if config.kind == "api":
         from distilflow.evaluate.api import ApiModel
         from distilflow.models.openai import OpenAIEndpoint
+        from distilflow.teachers.cache import TeacherCache
 
         assert config.endpoint is not None  # WorkerConfig checks it
-        return ApiModel(OpenAIEndpoint(config.endpoint, config.endpoint_section), config.settings.max_tokens)
+        cache = TeacherCache(config.cache_path) if config.cache_path else None
+        return ApiModel(OpenAIEndpoint(config.endpoint, config.endpoint_section), config.settings.max_tokens, cache)
     if config.kind == "local":
         from distilflow.evaluate.local import LocalModel
 
@@ -124,7 +130,21 @@ def evaluate(config: WorkerConfig) -> ModelResult:
     return save_result(config, predictions, figures)
 
 
+def die_with_parent() -> None:
+    """End this worker when the process that started it ends, `kill -9` included (it can catch nothing, so it
+    cannot stop its workers itself). On Linux the kernel sends SIGKILL then (PR_SET_PDEATHSIG); elsewhere the
+    worker stops at its next progress line, when the pipe to its dead parent breaks."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = os.environ.get(_PARENT_ENV)
+    if parent and os.getppid() != int(parent):  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     config = WorkerConfig.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
     try:
         evaluate(config)

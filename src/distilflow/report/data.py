@@ -113,9 +113,14 @@ def example_rows(predictions: dict[str, list[dict[str, Any]]], labels: list[str]
     for row in map(Prediction.from_json, first[:limit]):
         answers = {label: by_label.get(label, {}).get(row.id) for label in labels}
         out.append({"id": row.id, "input": row.input, "reference": reference_text(row.reference),
-                    "answers": {label: None if answer is None else answer.prediction
-                                for label, answer in answers.items()}})
+                    "answers": {label: _shown(answer) for label, answer in answers.items()}})
     return out
+
+
+def _shown(answer: Prediction | None) -> str | None:
+    if answer is None:
+        return None
+    return answer.prediction if answer.error is None else f"(no answer: {answer.error})"
 
 
 def loss_curve(train_log: Path) -> dict[str, list[list[float]]]:
@@ -152,6 +157,7 @@ def measurement_notes(models: dict[str, ResultLike]) -> list[str]:
             notes.append(f"The {label} is an API endpoint ({m.base_url or 'OpenAI'}): its latency and time "
                          f"to first token are measured over the network and include network and queueing time; "
                          f"its memory and parameters are not measurable from here.")
+        notes += _answer_notes(label, m)
         if m.note:
             notes.append(f"{label}: {m.note}.")
         if not m.evaluated:
@@ -162,6 +168,24 @@ def measurement_notes(models: dict[str, ResultLike]) -> list[str]:
     notes.append("Intervals are 95% percentile-bootstrap intervals over the test examples (corpus BLEU/chrF "
                  "resample the corpus); n is the number of scored examples.")
     return notes
+
+
+def _answer_notes(label: str, m: ModelResult) -> list[str]:
+    """Where a model's answers came from, when not every one was asked and timed in this run."""
+    notes = []
+    if m.answers_from_cache:
+        notes.append(f"The {label}: {m.answers_from_cache} of {m.examples} answers were read from the answer cache "
+                     f"(asked in an earlier run, not paid again): they count for quality, not for speed; latency is "
+                     f"over the {m.timed_answers or 0} answers asked in this run, and throughput over the same inputs.")
+    if m.failed_answers:
+        notes.append(f"The {label} gave no answer to {m.failed_answers} of {m.examples} inputs (the endpoint refused "
+                     f"them; reasons in its predictions.jsonl): they are scored as empty answers.")
+    return notes
+
+
+NOT_MEASURED = ("Quality, speed and memory were not measured: this job has no test set (test_data). The teacher-stage "
+                "and training figures are complete; add test_data to the job spec and run it again to score the "
+                "teacher, the baseline and the distilled student.")
 
 
 def assemble(task: "Task", labels: list[str], models: dict[str, ResultLike],
@@ -208,4 +232,6 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
         "teacher_stage": ctx.stage_metrics("generate"),
         "training": train,
     })
+    if not ctx.examples("test"):
+        report.update(not_measured=NOT_MEASURED, notes=[NOT_MEASURED])
     return report

@@ -89,13 +89,20 @@ def _training(train: dict[str, Any]) -> str:
     return "<h2>Training</h2>" + _table(["", ""], [[k, v] for k, v in facts], "training")
 
 
-def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
-    title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
-    lead = f"Task: {report['task_type']}."
-    if report.get("teacher"):
-        lead += (f" Teacher: {report['teacher']['model']} ({report['teacher']['backend']})."
-                 f" Student: {report['student']['model']}.")
-    parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
+def _plots(plots: dict[str, str]) -> list[str]:
+    if not plots:
+        return []
+    figures = "".join(f'<figure id="plot-{escape(name)}">{svg}<figcaption>{escape(CAPTIONS.get(name, name))}'
+                      f"</figcaption></figure>" for name, svg in plots.items())
+    return [f'<h2>Plots</h2><div class="plots">{figures}</div>']
+
+
+def _measured(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    """Summary, quality, speed and memory, plots and example answers; or the sentence that says why not."""
+    if report.get("not_measured"):
+        return [f'<h2>Quality, speed and memory</h2><p id="not-measured">{escape(report["not_measured"])}</p>',
+                *_plots(plots)]
+    parts = []
     summary = summary_lines(report)
     if summary:
         cards = "".join(f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>'
@@ -106,15 +113,23 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
         parts.append(f"<h2>Compared with {escape(report['relative_to'])}</h2>" + _table(*relative, "relative"))
     parts.append("<h2>Quality</h2>" + _table(*quality_table(report), "quality"))
     parts.append("<h2>Speed and memory</h2>" + _table(*performance_table(report), "performance"))
-    if plots:
-        figures = "".join(f'<figure id="plot-{escape(name)}">{svg}<figcaption>{escape(CAPTIONS.get(name, name))}'
-                          f"</figcaption></figure>" for name, svg in plots.items())
-        parts.append(f'<h2>Plots</h2><div class="plots">{figures}</div>')
+    parts += _plots(plots)
     if report.get("examples"):
         labels = report["labels"]
         rows = [[e["input"], e["reference"], *[_clip(e["answers"].get(l)) for l in labels]] for e in report["examples"]]
         parts.append("<h2>Example answers</h2>"
                      + _table(["input", "reference", *labels], rows, "examples", tuple(range(2 + len(labels)))))
+    return parts
+
+
+def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
+    title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
+    lead = f"Task: {report['task_type']}."
+    if report.get("teacher"):
+        lead += (f" Teacher: {report['teacher']['model']} ({report['teacher']['backend']})."
+                 f" Student: {report['student']['model']}.")
+    parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
+    parts += _measured(report, plots)
     parts.append(_teacher_stage(report.get("teacher_stage") or {}))
     parts.append(_training(report.get("training") or {}))
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))

@@ -4,6 +4,7 @@ report.html (self-contained, with plots) and plots/*.svg. The figures come from 
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,18 @@ if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
 
 
+def _md_text(text: str) -> str:
+    """Text from data or a model, as text: HTML-significant characters escaped (an answer like
+    `<img src=x onerror=...>` must show, not run, where the Markdown is rendered to HTML)."""
+    return escape(text, quote=False)
+
+
+def _md_code(text: str) -> str:
+    return f"`{text}`" if "`" not in text else _md_text(text)  # inside a code span nothing is interpreted
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -25,18 +36,19 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
 
 
-def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
-    title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
-    lines = [f"# {title}", ""]
-    if report.get("teacher"):
-        lines += [f"Task: **{report['task_type']}**. Teacher: `{report['teacher']['model']}` "
-                  f"({report['teacher']['backend']}). Student: `{report['student']['model']}`.", ""]
+def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str]:
+    """Summary, quality, speed and memory, plots and example answers; or the sentence that says why not."""
+    if report.get("not_measured"):
+        return ["## Quality, speed and memory", "", _md_text(report["not_measured"]), "",
+                *(["## Plots", ""] + [f"![{name}]({path})" for name, path in plot_files.items()] + [""]
+                  if plot_files else [])]
+    lines: list[str] = []
     summary = summary_lines(report)
     if summary:
-        lines += ["## Summary", ""] + [f"- {k}: **{v}**" for k, v in summary] + [""]
+        lines += ["## Summary", ""] + [f"- {k}: **{_md_text(v)}**" for k, v in summary] + [""]
     relative = relative_table(report)
     if relative:
-        lines += [f"## Compared with {report['relative_to']}", "", *_md_table(*relative), ""]
+        lines += [f"## Compared with {_md_text(report['relative_to'])}", "", *_md_table(*relative), ""]
     lines += ["## Quality", "", *_md_table(*quality_table(report)), ""]
     lines += ["## Speed and memory", "", *_md_table(*performance_table(report)), ""]
     if plot_files:
@@ -46,22 +58,37 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
         rows = [[e["input"][:200], e["reference"][:200], *[(e["answers"].get(l) or "(not evaluated)")[:200]
                                                           for l in labels]] for e in report["examples"]]
         lines += ["## Example answers", "", *_md_table(["input", "reference", *labels], rows), ""]
-    stage = report.get("teacher_stage") or {}
-    if stage:
-        reasons = stage.get("rejected_by_reason") or {}
-        lines += ["## Teacher data", "",
-                  f"- Requests: {stage.get('requests', 'n/a')}, failed: {stage.get('failed', 0)}",
-                  f"- Accepted rows: {json.dumps(stage.get('accepted', {}))}; rejected answers: {stage.get('rejected', 0)}",
-                  f"- Tokens in/out: {stage.get('prompt_tokens', 'n/a')}/{stage.get('completion_tokens', 'n/a')}"]
-        if stage.get("cost_usd") is not None:
-            lines.append(f"- Teacher cost: ${stage['cost_usd']:.4f}")
-        lines += [f"- Rejected for `{reason}`: {count}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
-        lines.append("")
+    return lines
+
+
+def _md_teacher_stage(stage: dict[str, Any]) -> list[str]:
+    if not stage:
+        return []
+    reasons = stage.get("rejected_by_reason") or {}
+    lines = ["## Teacher data", "",
+             f"- Requests: {stage.get('requests', 'n/a')}, failed: {stage.get('failed', 0)}",
+             f"- Accepted rows: {json.dumps(stage.get('accepted', {}))}; rejected answers: {stage.get('rejected', 0)}",
+             f"- Tokens in/out: {stage.get('prompt_tokens', 'n/a')}/{stage.get('completion_tokens', 'n/a')}"]
+    if stage.get("cost_usd") is not None:
+        lines.append(f"- Teacher cost: ${stage['cost_usd']:.4f}")
+    lines += [f"- Rejected for {_md_code(reason)}: {count}" for reason, count in sorted(reasons.items(),
+                                                                                      key=lambda kv: -kv[1])]
+    return lines + [""]
+
+
+def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
+    title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
+    lines = [f"# {_md_text(title)}", ""]
+    if report.get("teacher"):
+        lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(report['teacher']['model'])} "
+                  f"({report['teacher']['backend']}). Student: {_md_code(report['student']['model'])}.", ""]
+    lines += _md_measured(report, plot_files or {})
+    lines += _md_teacher_stage(report.get("teacher_stage") or {})
     train = report.get("training") or {}
     if train.get("method"):
         lines += ["## Training", "", f"- Method: {train.get('method')}, steps: {train.get('steps')}, final train loss: "
                   f"{fmt(train.get('train_loss'))}, validation loss: {fmt(train.get('validation_loss'))}", ""]
-    lines += ["## How this was measured", ""] + [f"- {n}" for n in report.get("notes", [])] + [""]
+    lines += ["## How this was measured", ""] + [f"- {_md_text(n)}" for n in report.get("notes", [])] + [""]
     return "\n".join(lines)
 
 
