@@ -115,9 +115,13 @@ class ApiModel(MeasuredModel):
         try:
             stream = self._request(messages, stream=True,
                                    **({"stream_options": {"include_usage": True}} if self.usage_in_stream else {}))
-        except openai.BadRequestError:
-            self.usage_in_stream = False  # an older server without stream_options: count chunks instead
-            return self._stream(messages)
+        except openai.BadRequestError:  # an older server without stream_options? Ask again without it
+            self.usage_in_stream = False  # (count chunks instead)
+            try:
+                return self._stream(messages)
+            except _NoAnswer:
+                self.usage_in_stream = True  # refused again: it was this input, not the option
+                raise
         first, parts, usage, chunks = None, [], None, 0
         try:
             for chunk in stream:
