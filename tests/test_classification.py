@@ -33,7 +33,7 @@ def spec_for(folder, models, **sections):
             "training_data": "train.jsonl", "validation_data": "validation.jsonl", "test_data": "test.jsonl",
             "hyperparameters": {"learning_rate": 1e-3, "batch_size": 4, "num_epochs": 1},
             "generation": {"few_shot": 6, "answer_mode": "rank", "verify": "none", "max_tokens": 8},
-            "evaluation": {"max_tokens": 8, "warmup": 0}}
+            "evaluation": {"max_tokens": 8, "warmup": 0, "answer_mode": "rank", "uncached_examples": 3}}
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_spec(data, "job.yaml", folder)
@@ -165,6 +165,11 @@ def test_a_classification_job_runs_end_to_end(tmp_path, tiny_models, method):
     assert len(synthetic) == 21 and all(r["messages"][-1]["content"] in LABELS for r in synthetic)
     report = json.loads((folder / "report.json").read_text())
     assert set(report["models"]["distilled"]["task_metrics"]) == {"accuracy", "macro_f1"}
+    teacher = report["models"]["teacher"]
+    assert teacher["answer_mode"] == "rank" and teacher["prefix_cache_tokens"] > 100  # its few-shot block, cached
+    assert teacher["uncached_examples"] == 3 and teacher["uncached_latency_mean_s"] > 0
+    predictions = [json.loads(line) for line in (folder / "eval" / "teacher" / "predictions.jsonl").open()]
+    assert all(p["prediction"] in LABELS for p in predictions)  # ranking always answers a label
     if method == "sparse_kd":
         assert "rows_with_teacher_targets" in report["training"]
         assert report["training"]["rows_without_teacher_targets"] == 0

@@ -66,6 +66,14 @@ class ModelResult(BaseModel):
     ttft_p50_s: float | None = None
     ttft_p95_s: float | None = None
     ttft_source: str | None = None
+    answer_mode: str | None = None  # "rank": the answer is the best-scoring label (one forward pass)
+    # A ranked model whose inputs share a long prefix (a teacher's few-shot block) is timed with that prefix's
+    # key/value cache, computed once (prefix_cache_seconds); then some inputs again without it.
+    prefix_cache_tokens: int | None = None
+    prefix_cache_seconds: float | None = None
+    uncached_latency_mean_s: float | None = None
+    uncached_latency_p50_s: float | None = None
+    uncached_examples: int | None = None
     output_tokens: int | None = None
     output_tokens_per_s: float | None = None
     prompt_tokens: int | None = None

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from distilflow.errors import DistilflowError
 from distilflow.fingerprint import digest
 from distilflow.models import Message, model_revision
-from distilflow.spec import Dtype, EvaluationSpec, TeacherSpec, describe_validation_error
+from distilflow.spec import Dtype, EvaluationSpec, PromptFormat, TeacherSpec, describe_validation_error
 from distilflow.tasks import Example
 from distilflow.workspace import METRICS_FILE, PREDICTIONS_FILE
 
@@ -29,6 +29,8 @@ class ModelTarget(BaseModel):
     model: str
     kind: Literal["local", "api", "recorded"] = "local"
     dtype: Dtype = "auto"
+    prompt_format: PromptFormat = "chat"  # how the model reads its prompt (models/prompts.py)
+    choices: list[str] = []  # answer by ranking these labels (answer_mode rank); empty: generate
     endpoint: TeacherSpec | None = None
     # Names the endpoint's settings in error messages: "teacher" in a job (teacher.base_url), None on its own.
     endpoint_section: str | None = None

@@ -33,22 +33,22 @@ def _source_on_disk(ref: str) -> Path | None:
 class LocalModel(MeasuredModel):
     ttft_source = "end of the first forward pass (prefill)"
 
-    def __init__(self, ref: str, *, device: str, dtype: str, max_tokens: int) -> None:
+    def __init__(self, ref: str, *, device: str, dtype: str, max_tokens: int = 0, prompt_format: str = "chat") -> None:
         from distilflow.models import GenerationParams, load_causal_lm, load_tokenizer
 
-        self.ref = ref
+        self.ref, self.prompt_format = ref, prompt_format
         self.rss_before_load = current_rss_mb()
         started = time.perf_counter()
         self.tokenizer = load_tokenizer(ref)
         self.model = load_causal_lm(ref, device=device, dtype=dtype).eval()
         self.load_seconds = time.perf_counter() - started
         self.on_cuda = self.model.device.type == "cuda"
-        self.params = GenerationParams(max_tokens=max_tokens, temperature=0.0)  # greedy for every model
+        self.params = GenerationParams(max_tokens=max_tokens or 1, temperature=0.0)  # greedy for every model
 
     def _generate(self, conversations: list[Conversation]) -> list[Any]:
         from distilflow.models import generate_batch
 
-        return generate_batch(self.model, self.tokenizer, conversations, self.params)
+        return generate_batch(self.model, self.tokenizer, conversations, self.params, self.prompt_format)
 
     def synchronize(self) -> None:
         if self.on_cuda:

@@ -55,6 +55,9 @@ class MeasuredModel(ABC):
     def figures(self, answers: list[Answer]) -> dict[str, Any]:
         """This kind of model's own figures (ModelResult fields: memory, size, cost ...), after the run."""
 
+    def prepare(self, conversations: list[Conversation]) -> None:
+        """Look at every input before anything is timed (a ranking model caches the prefix they all share)."""
+
     def cached(self, messages: Conversation) -> bool:
         """Whether this input's answer is stored from an earlier run (only API models keep them)."""
         return False
@@ -76,6 +79,7 @@ def measure(model: MeasuredModel, examples: list[TestExample], settings: "Evalua
             on_progress: Callable[[int, int], None]) -> tuple[list[Prediction], dict[str, Any]]:
     """The prediction rows and the figures (ModelResult fields) of one model on the test inputs."""
     steps = progress_steps(len(examples), settings)
+    model.prepare([e.messages for e in examples])
     fresh = [e.messages for e in examples if not model.cached(e.messages)]  # the inputs this run asks
     warm = fresh[:settings.warmup]
     batch_warm = bool(warm) and settings.throughput and settings.batch_size > 1

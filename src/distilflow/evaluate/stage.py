@@ -5,6 +5,7 @@ not scored again (resume)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from distilflow.evaluate.config import ModelTarget, WorkerConfig, progress_steps, worker_config
@@ -14,7 +15,9 @@ from distilflow.evaluate.worker import run_worker
 from distilflow.io import write_json_atomic
 from distilflow.results import ModelResult, read_predictions
 from distilflow.spec import TeacherSpec
+from distilflow.tasks import ClassificationTask, Example
 from distilflow.tasks.scoring import agreement_with_teacher
+from distilflow.teachers.requests import teacher_messages, teacher_plan
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -22,23 +25,37 @@ if TYPE_CHECKING:
 STUDENT_LABELS = ("baseline", "distilled")
 
 
-def teacher_target(teacher: TeacherSpec) -> ModelTarget:
+def teacher_target(teacher: TeacherSpec, choices: list[str]) -> ModelTarget:
     """How the teacher is evaluated, by backend: an API endpoint, recorded answers, or a local model (a vllm
     teacher never gets here: it is refused when the teacher stage loads it)."""
     if teacher.backend == "openai":
         return ModelTarget.served(teacher, section="teacher")
     if teacher.backend == "recorded":
         return ModelTarget(model=teacher.path or teacher.model, kind="recorded")
-    return ModelTarget(model=teacher.model, dtype=teacher.dtype)
+    return ModelTarget(model=teacher.model, dtype=teacher.dtype, prompt_format=teacher.prompt_format, choices=choices)
 
 
 def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
-    """The models `evaluation.models` names, in that order."""
+    """The models `evaluation.models` names, in that order; each reads prompts in its own format, and in
+    answer_mode rank all of them choose among the task's labels."""
     spec = ctx.spec
-    targets = {"teacher": teacher_target(spec.teacher),
-               "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), dtype=spec.student.dtype),
-               "distilled": ModelTarget(model=str(ctx.paths.student_final), dtype=spec.student.dtype)}
+    ranked = spec.evaluation.answer_mode == "rank" and isinstance(ctx.task, ClassificationTask)
+    choices = list(ctx.task.labels) if ranked else []  # type: ignore[attr-defined]
+    student = {"dtype": spec.student.dtype, "prompt_format": spec.student.prompt_format, "choices": choices}
+    targets = {"teacher": teacher_target(spec.teacher, choices),
+               "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), **student),
+               "distilled": ModelTarget(model=str(ctx.paths.student_final), **student)}
     return {label: targets[label] for label in spec.evaluation.models if label in targets}
+
+
+def model_examples(ctx: "StageContext", label: str) -> list[Example]:
+    """The test inputs as each model reads them: the students their task prompt; the teacher the prompt it
+    answered in the teacher stage (its instructions and few-shot turns first), as a serving system would run it."""
+    examples = ctx.examples("test")
+    if label != "teacher":
+        return examples
+    _, shots = teacher_plan(ctx.spec, ctx.task, ctx.examples("train"))
+    return [replace(e, messages=teacher_messages(e, ctx.spec, shots)) for e in examples]
 
 
 def _score(ctx: "StageContext", config: WorkerConfig, on_progress: Any) -> ModelResult:
@@ -71,7 +88,7 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     results: dict[str, ModelResult] = {}
     with ctx.progress("evaluate", steps_per_model * len(targets), "evaluating models") as progress:
         for index, (label, target) in enumerate(targets.items()):
-            config = worker_config(label, target, task_type=ctx.spec.task_type, examples=examples,
+            config = worker_config(label, target, task_type=ctx.spec.task_type, examples=model_examples(ctx, label),
                                    settings=settings, output_dir=ctx.paths.eval_model(label),
                                    cache_path=ctx.paths.teacher_cache).with_fingerprint()
             offset = index * steps_per_model

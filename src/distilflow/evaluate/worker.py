@@ -110,11 +110,17 @@ def open_model(config: WorkerConfig) -> "MeasuredModel":
         assert config.endpoint is not None  # WorkerConfig checks it
         cache = TeacherCache(config.cache_path) if config.cache_path else None
         return ApiModel(OpenAIEndpoint(config.endpoint, config.endpoint_section), config.settings.max_tokens, cache)
+    if config.kind == "local" and config.choices:
+        from distilflow.evaluate.ranked import RankedLocalModel
+
+        return RankedLocalModel(config.model, device=config.settings.device, dtype=config.dtype,
+                                prompt_format=config.prompt_format, choices=config.choices,
+                                uncached_examples=config.settings.uncached_examples)
     if config.kind == "local":
         from distilflow.evaluate.local import LocalModel
 
         return LocalModel(config.model, device=config.settings.device, dtype=config.dtype,
-                          max_tokens=config.settings.max_tokens)
+                          max_tokens=config.settings.max_tokens, prompt_format=config.prompt_format)
     raise DistilflowError(f"a {config.kind} model has nothing to run in a worker process")
 
 
