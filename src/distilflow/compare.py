@@ -16,7 +16,7 @@ from distilflow.fingerprint import digest
 from distilflow.jobs.progress import StageProgress
 from distilflow.results import FIGURE_ALIASES, FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, read_predictions
 from distilflow.spec import JOB_NAME_PATTERN, EvaluationSpec
-from distilflow.tasks import get_task, read_examples
+from distilflow.tasks import ClassificationTask, get_task, read_examples
 from distilflow.workspace import PREDICTIONS_FILE, Workspace
 
 DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
@@ -85,13 +85,14 @@ def _evaluate_all(workspace: Workspace, models: list[str | dict[str, Any]], test
                   settings: EvaluationSpec) -> tuple[Path, list[str], dict[str, ModelResult]]:
     task = get_task(task_type)
     examples = read_examples(test_data, task, "test", limit=settings.max_examples)
+    labels_set = task.labels_from([e.reference for e in examples]) if isinstance(task, ClassificationTask) else []
     targets = [ModelTarget.parse(m) for m in models]
     labels = _labels(targets)
     folder = _run_folder(workspace, [target.model for _, target in targets])
     results = {}
     for label, (_, target) in zip(labels, targets):
         config = worker_config(label, target, task_type=task_type, examples=examples, settings=settings,
-                               output_dir=folder / label, cache_path=_answer_cache(workspace))
+                               output_dir=folder / label, cache_path=_answer_cache(workspace), labels=labels_set)
         with StageProgress(None, "", "evaluate", progress_steps(len(examples), settings),
                            f"evaluating {label}") as progress:
             results[label] = run_worker(config, lambda done, total: progress.update(done))
@@ -119,7 +120,7 @@ def compare_models(workspace: Workspace, models: list[str | dict[str, Any]], tes
         raise DistilflowError("compare needs at least two models (the first is the one the others are compared with)")
     settings = settings or EvaluationSpec()
     folder, labels, results = _evaluate_all(workspace, models, test_data, task_type, settings)
-    task = get_task(task_type)
+    task = get_task(task_type, results[labels[0]].labels or None)
     predictions = {label: read_predictions(folder / label / PREDICTIONS_FILE) for label in labels}
     first = labels[0]
     for label in labels[1:]:

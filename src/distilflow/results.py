@@ -53,7 +53,11 @@ class ModelResult(BaseModel):
     evaluated: bool = True
     reason: str | None = None  # why a model was not evaluated
     task_type: str | None = None
+    labels: list[str] | None = None  # a classification task's label set
     primary_metric: str | None = None
+    # Shares of answers that are empty, repetitive, non-words, unfinished, or any of them ("degenerate"): text
+    # checks no n-gram score can replace (metrics/degeneration.py).
+    degeneration: dict[str, float | None] | None = None
     task_metrics: dict[str, float | None] = {}
     intervals: dict[str, Interval] = {}
     scored_examples: int | None = None

@@ -77,6 +77,7 @@ class WorkerConfig(ModelTarget):
 
     label: str
     task_type: str
+    labels: list[str] = []  # a classification task's label set (answers are scored against it)
     examples: list[TestExample]
     settings: EvaluationSpec
     output_dir: str
@@ -110,8 +111,9 @@ class WorkerConfig(ModelTarget):
 
 
 def worker_config(label: str, target: ModelTarget, *, task_type: str, examples: list[Example],
-                  settings: EvaluationSpec, output_dir: Path, cache_path: Path | None = None) -> WorkerConfig:
-    return WorkerConfig(**dict(target), label=label, task_type=task_type, settings=settings,
+                  settings: EvaluationSpec, output_dir: Path, cache_path: Path | None = None,
+                  labels: list[str] | None = None) -> WorkerConfig:
+    return WorkerConfig(**dict(target), label=label, task_type=task_type, settings=settings, labels=labels or [],
                         output_dir=str(output_dir), cache_path=str(cache_path) if cache_path else None,
                         examples=[TestExample(id=e.id, messages=e.messages, reference=e.reference) for e in examples])
 

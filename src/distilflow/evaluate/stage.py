@@ -48,6 +48,10 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
     return {label: targets[label] for label in spec.evaluation.models if label in targets}
 
 
+def _labels(ctx: "StageContext") -> list[str]:
+    return list(ctx.task.labels) if isinstance(ctx.task, ClassificationTask) else []
+
+
 def model_examples(ctx: "StageContext", label: str) -> list[Example]:
     """The test inputs as each model reads them: the students their task prompt; the teacher the prompt it
     answered in the teacher stage (its instructions and few-shot turns first), as a serving system would run it."""
@@ -90,7 +94,7 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
         for index, (label, target) in enumerate(targets.items()):
             config = worker_config(label, target, task_type=ctx.spec.task_type, examples=model_examples(ctx, label),
                                    settings=settings, output_dir=ctx.paths.eval_model(label),
-                                   cache_path=ctx.paths.teacher_cache).with_fingerprint()
+                                   cache_path=ctx.paths.teacher_cache, labels=_labels(ctx)).with_fingerprint()
             offset = index * steps_per_model
             previous = ModelResult.read(ctx.paths.eval_metrics(label))
             if previous is not None and previous.fingerprint == config.fingerprint:

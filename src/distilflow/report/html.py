@@ -6,6 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
 
 MAX_ANSWER_CHARS = 1200
@@ -31,6 +32,7 @@ figure { background: #fff; border: 1px solid #e2e2e2; border-radius: 8px; margin
 figure svg { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 .notes li { margin-bottom: 4px; color: #444; }
+.warning { background: #fff3cd; border: 1px solid #e0b000; border-radius: 8px; padding: 10px 14px; font-weight: 600; }
 """
 
 CAPTIONS = {
@@ -38,6 +40,8 @@ CAPTIONS = {
     "latency": "Latency per answer at batch size 1 (mean, p50, p95) and time to first token, in milliseconds.",
     "memory": "Peak memory and the memory the model added, and parameter count, per model.",
     "loss": "Student training loss (and validation loss) by optimizer step.",
+    "confusion": "Classification: for each reference label (rows), the share of its inputs answered with each "
+                 "label (columns), per model.",
 }
 
 
@@ -102,7 +106,7 @@ def _measured(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
     if report.get("not_measured"):
         return [f'<h2>Quality, speed and memory</h2><p id="not-measured">{escape(report["not_measured"])}</p>',
                 *_plots(plots)]
-    parts = []
+    parts = [f'<p class="warning">{escape(w)}</p>' for w in warnings(report)]
     summary = summary_lines(report)
     if summary:
         cards = "".join(f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>'
@@ -112,6 +116,10 @@ def _measured(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
     if relative:
         parts.append(f"<h2>Compared with {escape(report['relative_to'])}</h2>" + _table(*relative, "relative"))
     parts.append("<h2>Quality</h2>" + _table(*quality_table(report), "quality"))
+    for title, css_id, table in (("Retention on every metric", "retention", retention_table(report)),
+                                 ("Answer checks (share of answers)", "answer-checks", answer_checks_table(report))):
+        if table:
+            parts.append(f"<h2>{title}</h2>" + _table(*table, css_id))
     parts.append("<h2>Speed and memory</h2>" + _table(*performance_table(report), "performance"))
     parts += _plots(plots)
     if report.get("examples"):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.io import write_json_atomic, write_text_atomic
+from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.data import build_report
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
 from distilflow.workspace import JobPaths
@@ -42,7 +43,7 @@ def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str
         return ["## Quality, speed and memory", "", _md_text(report["not_measured"]), "",
                 *(["## Plots", ""] + [f"![{name}]({path})" for name, path in plot_files.items()] + [""]
                   if plot_files else [])]
-    lines: list[str] = []
+    lines: list[str] = [f"> **{_md_text(w)}**" for w in warnings(report)] + ([""] if warnings(report) else [])
     summary = summary_lines(report)
     if summary:
         lines += ["## Summary", ""] + [f"- {k}: **{_md_text(v)}**" for k, v in summary] + [""]
@@ -50,6 +51,10 @@ def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str
     if relative:
         lines += [f"## Compared with {_md_text(report['relative_to'])}", "", *_md_table(*relative), ""]
     lines += ["## Quality", "", *_md_table(*quality_table(report)), ""]
+    for title, table in (("Retention on every metric", retention_table(report)),
+                         ("Answer checks (share of answers)", answer_checks_table(report))):
+        if table:
+            lines += [f"## {title}", "", *_md_table(*table), ""]
     lines += ["## Speed and memory", "", *_md_table(*performance_table(report)), ""]
     if plot_files:
         lines += ["## Plots", ""] + [f"![{name}]({path})" for name, path in plot_files.items()] + [""]

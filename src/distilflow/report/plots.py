@@ -156,7 +156,29 @@ def loss_svg(report: dict[str, Any]) -> str | None:
     return _to_svg(fig, "loss")
 
 
-PLOTS = {"scores": scores_svg, "latency": latency_svg, "memory": memory_svg, "loss": loss_svg}
+def confusion_svg(report: dict[str, Any]) -> str | None:
+    """Classification: reference label (rows) x answered label (columns), one panel per model, as shares of
+    each reference label's inputs."""
+    matrices = report.get("confusion") or {}
+    if not matrices:
+        return None
+    rows = sorted({ref for m in matrices.values() for ref in m})
+    columns = rows + sorted({a for m in matrices.values() for cell in m.values() for a in cell} - set(rows))
+    fig, axes = _figure(len(matrices), height=0.32 * len(rows) + 2.2)
+    for ax, (label, matrix) in zip(axes, matrices.items()):
+        table = [[matrix.get(ref, {}).get(col, 0) / max(1, sum(matrix.get(ref, {}).values())) for col in columns]
+                 for ref in rows]
+        ax.imshow(table, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        ax.set_title(label)
+        ax.set_yticks(range(len(rows)), rows if ax is axes[0] else [""] * len(rows), fontsize=7)
+        ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
+        ax.set_xlabel("answered")
+    axes[0].set_ylabel("reference")
+    return _to_svg(fig, "confusion")
+
+
+PLOTS = {"scores": scores_svg, "latency": latency_svg, "memory": memory_svg, "loss": loss_svg,
+         "confusion": confusion_svg}
 
 
 def all_plots(report: dict[str, Any]) -> dict[str, str]:

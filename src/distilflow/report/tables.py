@@ -99,6 +99,8 @@ def summary_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
          fmt(c["improvement_over_baseline"]) + overlap_text),
         ("Speed-up (teacher latency / distilled latency)",
          f"{fmt(c['speedup'], 'x')} (latency reduction {fmt(c['latency_reduction'], 'pct')}){network}"),
+        *([("Speed-up against the teacher without its prefix cache", fmt(c["speedup_vs_uncached"], "x"))]
+          if c.get("speedup_vs_uncached") else []),
         ("Throughput speed-up (answers/s at the batch size)", fmt(rel.get("throughput_speedup"), "x")),
         ("Peak memory reduction", f"{fmt(c['memory_reduction'], 'pct')} (model memory: "
                                   f"{fmt(rel.get('model_memory_reduction'), 'pct')})"),

@@ -38,6 +38,12 @@ class ClassificationTask(Task):
         if labels:
             self.set_labels(labels)
 
+    def labels_from(self, references: Sequence[Any]) -> list[str]:
+        """Without a label set, the labels the references use (a test file scored on its own)."""
+        if not self.labels:
+            self.set_labels(sorted({r for r in references if r is not None}))
+        return self.labels
+
     def set_labels(self, labels: Sequence[str]) -> None:
         keys = [label_key(label) for label in labels]
         if len(set(keys)) != len(keys):
