@@ -1,0 +1,162 @@
+"""A quality table across distillation methods, and a retention/latency frontier over student depth, in one
+command, on real data with the real SmolLM2-135M-Instruct.
+
+For a scenario (a job spec in examples/), the teacher stage and the teacher's evaluation run once (a base job);
+every variant is a job of its own that starts from a copy of the base job's teacher cache and teacher results, so
+all variants learn from the same teacher answers, start from the same student, take the same number of steps,
+and are scored on the same test inputs. Columns: the task metric with its 95% interval, retention (distilled /
+teacher), agreement with the teacher on the test inputs, training minutes, latency and throughput.
+
+    python bench/quality.py                                    # intents: methods, then the depth frontier
+    python bench/quality.py --scenario examples/summarize-smollm2.yaml --methods sft kd_forward sparse_kd
+    python bench/quality.py --frontier 8 12 16 20 --methods    # the frontier only
+
+Writes bench/results/quality-<scenario>.json (every figure) and quality-<scenario>-frontier.svg, and prints the
+Markdown table that bench/README.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+# method name -> training section (every variant keeps the scenario's other settings and its step budget)
+METHODS = {
+    "sft": {"method": "sft"},
+    "kd_forward": {"method": "kd", "divergence": "forward_kl"},
+    "kd_reverse": {"method": "kd", "divergence": "reverse_kl"},
+    "kd_jsd": {"method": "kd", "divergence": "jsd", "jsd_beta": 0.5},
+    "sparse_kd": {"method": "sparse_kd"},
+}
+
+
+def run(spec: Path, workspace: Path) -> float:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "distilflow", "run", str(spec), "--workspace", str(workspace)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{spec.name} failed:\n{result.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def variant_spec(base: dict, folder: Path, name: str, training: dict, prune: list[int] | None) -> Path:
+    spec = json.loads(json.dumps(base))
+    spec["name"] = name
+    spec["training"] = {**spec.get("training", {}), **training}
+    if spec["training"]["method"] == "sparse_kd" and spec["generation"].get("answer_mode") != "rank":
+        spec["generation"]["top_logprobs"] = 8  # the teacher's stored top-8 (a generating teacher)
+    if prune is not None:
+        spec["student"]["prune"] = prune
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def seed_from_base(workspace: Path, base: str, name: str) -> None:
+    """The variant reuses the base job's teacher answers (cache) and the teacher's evaluation (same inputs and
+    settings: the evaluate stage finds its fingerprint and skips it)."""
+    source, target = workspace / "jobs" / base, workspace / "jobs" / name
+    (target / "cache").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "cache" / "teacher.sqlite", target / "cache" / "teacher.sqlite")
+    if (source / "eval" / "teacher").exists():
+        shutil.copytree(source / "eval" / "teacher", target / "eval" / "teacher", dirs_exist_ok=True)
+
+
+def row_of(workspace: Path, name: str, seconds: float) -> dict:
+    report = json.loads((workspace / "jobs" / name / "report.json").read_text())
+    primary = report["primary_metric"]
+    distilled, teacher = report["models"]["distilled"], report["models"]["teacher"]
+    interval = distilled["intervals"][primary]
+    agreement = distilled.get("agreement_with_teacher") or {}
+    return {"variant": name, "metric": primary, "score": interval["value"], "low": interval["low"],
+            "high": interval["high"], "teacher": teacher["task_metrics"][primary],
+            "retention": report["comparison"]["retention"], "agreement": agreement.get("value"),
+            "train_minutes": round(report["training"].get("train_runtime", 0) / 60, 2) if "train_runtime" in
+            report["training"] else None, "job_minutes": round(seconds / 60, 2),
+            "latency_ms": distilled["latency_mean_s"] * 1000, "teacher_latency_ms": teacher["latency_mean_s"] * 1000,
+            "answers_per_s": distilled.get("throughput_answers_per_s"),
+            "layers": report.get("student_layers"), "degenerate": (distilled.get("degeneration") or {}).get("degenerate")}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| variant | score [95% CI] | retention | agreement with teacher | degenerate | latency (ms) | "
+             "answers/s | job minutes |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.1f}%"
+        lines.append(f"| {r['variant']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {pct(r['retention'])} "
+                     f"| {pct(r['agreement'])} | {pct(r['degenerate'])} | {r['latency_ms']:.0f} "
+                     f"| {r['answers_per_s'] or 0:.1f} | {r['job_minutes']} |")
+    return "\n".join(lines)
+
+
+def frontier_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    speedups = [r["teacher_latency_ms"] / r["latency_ms"] for r in rows]
+    ax.plot(speedups, [100 * r["retention"] for r in rows], "o-", color="#dd8452")
+    for r, x in zip(rows, speedups):
+        ax.annotate(r["variant"].rsplit("-", 1)[-1], (x, 100 * r["retention"]), fontsize=8)
+    ax.set_xlabel("speed-up (teacher latency / student latency)")
+    ax.set_ylabel("retention of the teacher's score (%)")
+    ax.grid(alpha=0.3)
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", type=Path, default=REPO / "examples" / "support-intents-smollm2.yaml")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--frontier", nargs="*", type=int, default=[8, 12, 16, 20],
+                        help="student depths (layers kept of 30) for the frontier, with --frontier-method")
+    parser.add_argument("--frontier-method", default="sparse_kd")
+    parser.add_argument("--workspace", type=Path, default=Path("/tmp/distilflow-quality"))
+    args = parser.parse_args()
+    base_spec = yaml.safe_load(args.scenario.read_text())
+    for key in ("training_data", "validation_data", "test_data"):
+        if key in base_spec:
+            base_spec[key] = str((args.scenario.parent / base_spec[key]).resolve())
+    folder = args.workspace / "specs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = args.scenario.stem
+    base = f"{stem}-base"
+    run(variant_spec(base_spec, folder, base, {}, None), args.workspace)
+    rows = []
+    variants = [(f"{stem}-{m}", METHODS[m], None) for m in args.methods]
+    variants += [(f"{stem}-{args.frontier_method}-L{n}", METHODS[args.frontier_method], evenly(n))
+                 for n in args.frontier]
+    for name, training, prune in variants:
+        seed_from_base(args.workspace, base, name)
+        seconds = run(variant_spec(base_spec, folder, name, training, prune), args.workspace)
+        rows.append(row_of(args.workspace, name, seconds))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"quality-{stem}.json").write_text(json.dumps(rows, indent=2))
+    depth_rows = [r for r in rows if "-L" in r["variant"]]
+    if depth_rows:
+        frontier_plot(depth_rows, RESULTS / f"quality-{stem}-frontier.svg")
+    print(markdown(rows))
+
+
+def evenly(keep: int, total: int = 30) -> list[int]:
+    """`keep` layer indices spread over `total`, first and last included (the pruned student's layers)."""
+    if keep >= total:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+if __name__ == "__main__":
+    main()
