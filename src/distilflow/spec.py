@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,13 @@ TRAINING_METHODS = ("sft", "kd", "sparse_kd")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
 ModelLabel = Literal[MODEL_LABELS]  # type: ignore[valid-type]
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _check_name(value: str | None) -> str | None:
+    """Job and model names become folder names and registry keys: a safe, short alphabet."""
+    if value is not None and not JOB_NAME_PATTERN.fullmatch(value):
+        raise ValueError("use letters, digits, '.', '_' and '-' only (at most 100), starting with a letter or digit")
+    return value
 
 
 class _Section(BaseModel):
@@ -126,6 +134,14 @@ class StudentSpec(_Section):
     model: str
     prune: list[int] | PruneRule | None = Field(None, description="layers of `model` to keep (depth pruning)")
     dtype: Dtype = "auto"
+    # The short name outputs are registered under (NAME-distilled, NAME-baseline): the catalog name the student was
+    # given by (distilflow.yaml), else the model's folder or file name.
+    name: str | None = Field(None, description="short name of the student; names its registered outputs")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        return _check_name(value)
 
 
 class Hyperparameters(_Section):
@@ -211,12 +227,14 @@ class JobSpec(_Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
-    @field_validator("name")
+    # The name the distilled student is registered under (default: STUDENT-distilled), as Azure ML's
+    # DistillationJob(output_model_name=...).
+    output_model_name: str | None = None
+
+    @field_validator("name", "output_model_name")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
-        if value is not None and not JOB_NAME_PATTERN.fullmatch(value):
-            raise ValueError("use letters, digits, '.', '_' and '-' only (at most 100), starting with a letter or digit")
-        return value
+        return _check_name(value)
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "JobSpec":
@@ -342,8 +360,9 @@ def parse_spec(data: Any, source: str, base: Path, default_name: str | None = No
     return spec
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Load a job spec from YAML; relative paths resolve against the spec file's folder."""
+def load_spec(path: str | Path, resolve: Callable[[Any, Path], Any] | None = None) -> JobSpec:
+    """Load a job spec from YAML; relative paths resolve against the spec file's folder. `resolve(data, folder)`
+    may rewrite the parsed YAML first (the model catalog of distilflow.yaml turns short names into models)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -358,6 +377,8 @@ def load_spec(path: str | Path) -> JobSpec:
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise SpecError(f"{path}{where}: {problem}") from None
+    if resolve is not None:
+        data = resolve(data, path.resolve().parent)
     return parse_spec(data, str(path), path.resolve().parent, default_name=path.stem)
 
 

@@ -19,6 +19,7 @@ from distilflow.errors import DistilflowError, JobCanceled
 from distilflow.io import remove_stale_staging, write_text_atomic
 from distilflow.jobs.context import PreparedInputs, StageContext
 from distilflow.jobs.lock import JobLock
+from distilflow.jobs.registry import register_outputs
 from distilflow.jobs.store import STAGES, JobRecord, JobStore
 from distilflow.prepare import prepare_inputs, stage_fingerprints
 from distilflow.spec import JobSpec, dump_spec
@@ -126,6 +127,8 @@ def _run_stages(context: StageContext, wanted: list[str], explicit: bool) -> Job
             current = stage
             _run_one_stage(context, stage, explicit)
         done = all(s.status == "completed" for s in store.get(spec.name).stages)
+        if done:  # registered first: whoever sees "completed" finds the job's models
+            register_outputs(store, spec, context.paths)
         store.set_job_status(spec.name, "completed" if done else "queued")
     except (JobCanceled, KeyboardInterrupt):
         store.finish_stage(spec.name, current, "canceled")
