@@ -8,13 +8,15 @@ import difflib
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, cli_env, conversation_rows, write_jsonl
-from openai_server import OpenAIServer
+from distilflow.errors import DistilflowError
+from openai_server import OpenAIServer, ServerConfig
 from tiny_models import build_tokenizer
 
 DOC = REPO / "docs" / "azure-migration.md"
@@ -62,18 +64,27 @@ def test_the_doc_changes_only_the_import_lines():
     assert changed and all(re.match(r"[+-](from|import) ", line) for line in changed), changed
 
 
-def test_azure_guide_script_runs_end_to_end(tmp_path):
-    _, script = scripts_from_doc()
-    phi3 = build_phi3(tmp_path / "models" / "tiny-phi3")
-    project = tmp_path / "project"
+@pytest.fixture(scope="module")
+def phi3(tmp_path_factory) -> Path:
+    return build_phi3(tmp_path_factory.mktemp("models") / "tiny-phi3")
+
+
+def write_project(project: Path, teacher_url: str, phi3: Path) -> Path:
+    """The guide's data files, and a catalog: deepseek-v3 at the local server, phi-4-mini the tiny Phi3 model."""
     write_jsonl(project / "training_data.jsonl", conversation_rows(6))
     write_jsonl(project / "validation_data.jsonl", conversation_rows(2, offset=100))
     write_jsonl(project / "test_data.jsonl", conversation_rows(3, offset=200))
-    (project / "distill.py").write_text(script)
+    (project / "distilflow.yaml").write_text(yaml.safe_dump({"workspace": "runs", "models": {
+        "deepseek-v3": {"backend": "openai", "model": "deepseek-chat", "base_url": teacher_url},
+        "phi-4-mini": {"model": str(phi3)}}}))
+    return project
+
+
+def test_azure_guide_script_runs_end_to_end(tmp_path, phi3):
+    _, script = scripts_from_doc()
     with OpenAIServer() as server:
-        (project / "distilflow.yaml").write_text(yaml.safe_dump({"workspace": "runs", "models": {
-            "deepseek-v3": {"backend": "openai", "model": "deepseek-chat", "base_url": server.url},
-            "phi-4-mini": {"model": str(phi3)}}}))
+        project = write_project(tmp_path / "project", server.url, phi3)
+        (project / "distill.py").write_text(script)
         run = subprocess.run([sys.executable, "distill.py"], cwd=project, env=cli_env(), capture_output=True,
                              text=True, timeout=600)
         teacher_requests = server.stats()["requests"]
@@ -98,3 +109,24 @@ def test_azure_guide_script_runs_end_to_end(tmp_path):
     assert registered["phi-4-mini-baseline"].path == str(phi3)
     assert Path(registered["phi-4-mini-distilled"].path, "config.json").exists()
     assert {m.name for m in client.jobs.get(record.name).models} == set(registered)
+
+
+def test_polling_with_azure_status_names_until_the_job_fails(tmp_path, phi3, monkeypatch):
+    """Polled with Azure's status names, a job whose teacher refuses every request ends "Failed", and asking for
+    the model it would have registered says why instead of scoring anything else."""
+    from distilflow import Client as MLClient, DistillationJob
+
+    with OpenAIServer(ServerConfig(force_status=401)) as server:
+        monkeypatch.chdir(write_project(tmp_path / "project", server.url, phi3))
+        ml_client = MLClient.from_config()
+        job = ml_client.jobs.create_or_update(DistillationJob(
+            teacher_model="deepseek-v3", student_model="phi-4-mini", training_data="./training_data.jsonl",
+            task_type="conversation", output_model_name="support-bot"))
+        deadline = time.monotonic() + 120
+        while ml_client.jobs.get(job.name).status not in ["Completed", "Failed", "Canceled"]:
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.2)
+    record = ml_client.jobs.get(job.name)
+    assert record.status == "Failed" and record.models == [] and "401" in (record.error or "")
+    with pytest.raises(DistilflowError, match=f"'support-bot' was not registered: job '{job.name}' failed"):
+        ml_client.models.evaluate(model_name="support-bot", test_data="./test_data.jsonl")

@@ -75,7 +75,8 @@ def test_evaluating_a_name_a_running_job_will_register_waits_for_it(tmp_path):
     failing = spec("failing", output_model_name="bot-v3")
     recorded(workspace, failing)
     store.set_job_status("failing", "failed", error="the teacher refused every request")
-    assert find_model(store, "bot-v3") is None  # a job that ended registers nothing and is not waited for
+    with pytest.raises(DistilflowError, match="'bot-v3' was not registered: job 'failing' failed \\(the teacher"):
+        find_model(store, "bot-v3")  # not waited for: it ended; and no older model stands in for it
     store.upsert_job("failing", "nli", failing.public_dict(), {"generate": "changed"})
     store.set_job_status("failing", "queued")
     threading.Timer(0.5, lambda: store.set_job_status("failing", "failed", error="no quota")).start()

@@ -56,29 +56,27 @@ def registered(store: JobStore, name: str) -> RegisteredModel | None:
     return next((m for m in store.registered_models() if m.name == name), None)
 
 
-def job_that_will_register(store: JobStore, name: str) -> JobRecord | None:
-    """A queued or running job that registers `name` when it completes (the newest, as it will win)."""
+def newest_job_registering(store: JobStore, name: str) -> JobRecord | None:
+    """The newest job (any status) whose outputs carry `name`: the one that decides what the name is."""
     for record in reversed(store.list()):
-        if record.status not in TERMINAL_STATUSES:
-            spec = JobSpec.model_validate(record.spec)
-            if name in output_model_names(spec).values():
-                return record
+        if name in output_model_names(JobSpec.model_validate(record.spec)).values():
+            return record
     return None
 
 
 def find_model(store: JobStore, name: str) -> RegisteredModel | None:
-    """The registered model `name` (None if there is none). A job still running that registers it is waited for first, so that a script
-    that evaluates "phi-4-mini-distilled" right after submitting the job gets that job's model, not an older one
-    (or an error). A job that ends without completing is an error that says why."""
-    pending = job_that_will_register(store, name)
-    if pending is not None:
-        log.warning("%s: waiting for job %r, which registers it, to finish (status %s)", name, pending.name,
-                    pending.status)
-        record = pending
-        while record.status not in TERMINAL_STATUSES:
+    """The registered model `name` (None if no job registers it). The newest job that registers it decides: one
+    still running is waited for, so that a script that evaluates "phi-4-mini-distilled" right after submitting the
+    job gets that job's model, not an older one; one that ended without completing (and registered nothing since)
+    is an error that says why, rather than an older model evaluated in its place."""
+    job = newest_job_registering(store, name)
+    if job is not None and job.status not in TERMINAL_STATUSES:
+        log.warning("%s: waiting for job %r, which registers it, to finish (status %s)", name, job.name, job.status)
+        while job.status not in TERMINAL_STATUSES:
             time.sleep(POLL_SECONDS)
-            record = store.get(pending.name)
-        if record.status != "completed":
-            raise DistilflowError(f"model {name!r} was not registered: job {record.name!r} {record.status}"
-                                  + (f" ({record.error})" if record.error else ""))
-    return registered(store, name)
+            job = store.get(job.name)
+    model = registered(store, name)
+    if job is not None and job.status != "completed" and (model is None or model.registered_at < job.updated_at):
+        raise DistilflowError(f"model {name!r} was not registered: job {job.name!r} {job.status}"
+                              + (f" ({job.error})" if job.error else "") + f"; `distilflow run` resumes it")
+    return model
