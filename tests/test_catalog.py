@@ -20,7 +20,8 @@ CATALOG = {
         "deepseek-v3": {"backend": "openai", "model": "deepseek-chat", "base_url": "http://127.0.0.1:9/v1",
                         "api_key_env": "DEEPSEEK_API_KEY", "price_per_million_input_tokens": 0.27},
         "phi-4-mini": {"model": "microsoft/Phi-4-mini-instruct", "dtype": "bfloat16"},
-        "local-small": {"model": "models/small"},
+        "local-small": "models/small",  # a string is the entry's model
+        "served": {"model": "qwen", "base_url": "http://127.0.0.1:8/v1"},  # an endpoint: backend openai
     },
 }
 
@@ -46,6 +47,7 @@ def test_found_like_azure_config_json(tmp_path, monkeypatch):
     assert found is not None and found.path == path  # the nearest parent holding one
     assert found.workspace == tmp_path / "project" / "runs"  # relative to the file
     assert found.models["local-small"].model == str(tmp_path / "project" / "models" / "small")
+    assert found.models["served"].backend == "openai"
     other = write_config(tmp_path / "elsewhere", {"workspace": "/tmp/w", "models": {}})
     monkeypatch.setenv("DISTILFLOW_CONFIG", str(other))
     assert WorkspaceConfig.find().path == other  # $DISTILFLOW_CONFIG before the folders
@@ -89,7 +91,7 @@ def test_job_keys_override_the_catalog_entry(tmp_path):
 
 def test_unknown_names_list_the_catalog_and_suggest_the_nearest(tmp_path):
     config = WorkspaceConfig.load(write_config(tmp_path))
-    with pytest.raises(SpecError, match=r"unknown model 'phi-4-mni'.*known: deepseek-v3, local-small, phi-4-mini\)"
+    with pytest.raises(SpecError, match=r"unknown model 'phi-4-mni'.*known: deepseek-v3, local-small, phi-4-mini, served\)"
                                         r"; did you mean 'phi-4-mini'\?"):
         DistillationJob(teacher_model="deepseek-v3", student_model="phi-4-mni", training_data="t.jsonl",
                         task_type="conversation").to_spec(tmp_path, config)

@@ -9,6 +9,7 @@ models:
   deepseek-v3: {backend: openai, model: deepseek-chat, base_url: https://api.deepseek.com/v1,
                 api_key_env: DEEPSEEK_API_KEY, price_per_million_input_tokens: 0.27}
   phi-4-mini: {model: microsoft/Phi-4-mini-instruct}      # or a local folder, a .gguf file, pkg:PACKAGE/FILE
+  qwen-0.5b: Qwen/Qwen2.5-0.5B-Instruct                   # short form: the entry's model
 ```
 
 An entry holds the fields of a job spec's `teacher:` section (TeacherSpec, so the same secrets rules hold:
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -46,7 +48,7 @@ class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workspace: str | None = None
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any] | str] = {}  # a string is the entry's `model`
 
 
 @dataclass(frozen=True)
@@ -163,11 +165,15 @@ def looks_like_a_name(value: str, base: Path | None = None) -> bool:
     return not (base / value if base is not None else Path(value)).exists()
 
 
-def _entry(path: Path, name: str, value: dict[str, Any]) -> TeacherSpec:
-    """One catalog entry, checked as a teacher section is (secrets rules included); paths made absolute."""
+def _entry(path: Path, name: str, value: dict[str, Any] | str) -> TeacherSpec:
+    """One catalog entry, checked as a teacher section is (secrets rules included); paths made absolute. An entry
+    that says where its endpoint is (base_url, api_key_env) is an OpenAI-compatible one unless it names a backend."""
     if not JOB_NAME_PATTERN.fullmatch(name):
         raise SpecError(f"{path}: model name {name!r}: use letters, digits, '.', '_' and '-' only (no '/': a name "
                         "must not look like a Hugging Face id)")
+    value = {"model": value} if isinstance(value, str) else value
+    if "backend" not in value and (value.get("base_url") or value.get("api_key_env")):
+        value = {**value, "backend": "openai"}
     try:
         entry = TeacherSpec.model_validate(value)
     except ValidationError as error:

@@ -12,11 +12,15 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from distilflow.errors import DistilflowError, JobCanceled
+
+if TYPE_CHECKING:
+    from distilflow.client import Client
+    from distilflow.spec import JobSpec
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -87,7 +91,7 @@ def _guard(debug: bool, action: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _client(workspace: str | None, config: str | None, *, catalog: bool = False) -> Any:
+def _client(workspace: str | None, config: str | None, *, catalog: bool = False) -> "Client":
     """The Client a command works through; the config file is read for its catalog only when `catalog`."""
     from distilflow.catalog import WorkspaceConfig, find_workspace
     from distilflow.client import Client
@@ -97,7 +101,7 @@ def _client(workspace: str | None, config: str | None, *, catalog: bool = False)
     return Client(find_workspace(workspace, config))
 
 
-def _load_spec(spec_path: Path, config: str | None) -> Any:
+def _load_spec(spec_path: Path, config: str | None) -> "JobSpec":
     from distilflow.catalog import spec_resolver
     from distilflow.spec import load_spec
 
