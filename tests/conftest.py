@@ -35,6 +35,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DISTILFLOW_CACHE", str(tmp_path_factory.getbasetemp() / "distilflow-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("DISTILFLOW_HOME", raising=False)
+    monkeypatch.delenv("DISTILFLOW_CONFIG", raising=False)
 
 
 def task_scores(task, predictions: list[str], references: list[Any]) -> dict[str, float]:

@@ -51,9 +51,10 @@ def test_evaluate_model_json_with_chosen_metrics_on_nli(tiny_models, tmp_path):
 
 def test_evaluate_model_unknown_metric_is_one_clear_sentence(tiny_models, conversation_test, tmp_path):
     result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "conversation", "--test-data",
-                     str(conversation_test), "--workspace", str(tmp_path / "ws"), "--metric", "accuracy")
+                     str(conversation_test), "--workspace", str(tmp_path / "ws"), "--metric", "rougeL")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: metric 'accuracy' is not measured for task conversation")
+    assert result.stderr.startswith("error: metric 'rougeL' is not measured for task conversation (supported: "
+                                    "accuracy, bleu, bleu_score, chrf, cost,")
     assert "Traceback" not in result.stderr + result.stdout
     missing = run_cli("evaluate-model", str(tmp_path / "no-such-model"), "--task", "conversation", "--test-data",
                       str(conversation_test), "--workspace", str(tmp_path / "ws"))

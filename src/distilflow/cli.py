@@ -12,11 +12,15 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from distilflow.errors import DistilflowError, JobCanceled
+
+if TYPE_CHECKING:
+    from distilflow.client import Client
+    from distilflow.spec import JobSpec
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +33,12 @@ WorkspaceOption = Annotated[Optional[str], typer.Option(
     "--workspace", "-w", help="Folder holding jobs (default: $DISTILFLOW_HOME or ./distilflow-runs).")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")]
 SpecArgument = Annotated[Path, typer.Argument(help="Job spec (YAML).", show_default=False)]
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", help="distilflow.yaml: workspace and model catalog (default: $DISTILFLOW_CONFIG, else distilflow.yaml "
+                     "in this folder or a parent).")]
+models_app = typer.Typer(no_args_is_help=True, help="Models registered by completed jobs.",
+                         pretty_exceptions_enable=False)
+app.add_typer(models_app, name="models")
 
 
 def _setup_logging(debug: bool) -> None:
@@ -81,14 +91,32 @@ def _guard(debug: bool, action: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None, debug: bool) -> None:
+def _client(workspace: str | None, config: str | None, *, catalog: bool = False) -> "Client":
+    """The Client a command works through; the config file is read for its catalog only when `catalog`."""
+    from distilflow.catalog import WorkspaceConfig, find_workspace
+    from distilflow.client import Client
+
+    if catalog:
+        return Client(workspace, config=WorkspaceConfig.find(config))
+    return Client(find_workspace(workspace, config))
+
+
+def _load_spec(spec_path: Path, config: str | None) -> "JobSpec":
+    from distilflow.catalog import spec_resolver
+    from distilflow.spec import load_spec
+
+    return load_spec(spec_path, resolve=spec_resolver(config))
+
+
+def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None, debug: bool,
+                config: str | None = None) -> None:
     def action() -> None:
+        from distilflow.catalog import find_workspace
         from distilflow.jobs.runner import run_job
-        from distilflow.spec import load_spec
         from distilflow.workspace import Workspace
 
-        spec = load_spec(spec_path)
-        ws = Workspace.open(workspace)
+        spec = _load_spec(spec_path, config)
+        ws = Workspace(find_workspace(workspace, config))
         record = run_job(spec, ws, stages)
         if record is None:  # a non-main rank of a distributed launch
             return
@@ -102,53 +130,59 @@ def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None
 
 
 @app.command()
-def run(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def run(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
+        config: ConfigOption = None) -> None:
     """Run every stage (prepare, generate, train, evaluate, report). Run again to resume."""
-    _run_stages(spec, workspace, None, debug)
+    _run_stages(spec, workspace, None, debug, config)
 
 
 @app.command()
 def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests, tokens and cost; send nothing.")]
-             = False) -> None:
+             = False, config: ConfigOption = None) -> None:
     """Teacher stage: answer every training and validation input (resumes from the cache)."""
     if dry_run:
         def estimate() -> None:
+            from distilflow.catalog import find_workspace
             from distilflow.generate.estimate import dry_run_text
-            from distilflow.spec import load_spec
             from distilflow.workspace import Workspace
 
-            typer.echo(dry_run_text(load_spec(spec), Workspace.open(workspace)))
+            typer.echo(dry_run_text(_load_spec(spec, config), Workspace(find_workspace(workspace, config))))
 
         _guard(debug, estimate)
         return
-    _run_stages(spec, workspace, ["generate"], debug)
+    _run_stages(spec, workspace, ["generate"], debug, config)
 
 
 @app.command()
-def train(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def train(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
+          config: ConfigOption = None) -> None:
     """Train the student on the synthetic data (resumes from the last checkpoint)."""
-    _run_stages(spec, workspace, ["train"], debug)
+    _run_stages(spec, workspace, ["train"], debug, config)
 
 
 @app.command()
-def evaluate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def evaluate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
+             config: ConfigOption = None) -> None:
     """Score teacher, baseline student and distilled student on the test data."""
-    _run_stages(spec, workspace, ["evaluate"], debug)
+    _run_stages(spec, workspace, ["evaluate"], debug, config)
 
 
 @app.command()
-def report(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def report(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOption = False,
+           config: ConfigOption = None) -> None:
     """Write report.md and report.json from the evaluation results."""
-    _run_stages(spec, workspace, ["report"], debug)
+    _run_stages(spec, workspace, ["report"], debug, config)
 
 
 @app.command("evaluate-model")
 def evaluate_model(
-    model: Annotated[str, typer.Argument(help="HF id, local folder or .gguf file; with --base-url, the model name "
-                                              "at that OpenAI-compatible endpoint.")],
-    task: Annotated[str, typer.Option("--task", help="nli | conversation | qa | math | summarization")],
+    model: Annotated[str, typer.Argument(help="A registered model (NAME-distilled), a catalog name, an HF id, a local "
+                                              "folder or .gguf file; with --base-url, the model name at that "
+                                              "OpenAI-compatible endpoint.")],
     test_data: Annotated[Path, typer.Option("--test-data", help="JSONL test file.")],
+    task: Annotated[Optional[str], typer.Option("--task", help="nli | conversation | qa | math | summarization "
+                                                "(default: the registering job's task, else conversation)")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. "
                                                     "http://127.0.0.1:8000/v1.")] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="NAME of the environment variable "
@@ -163,20 +197,20 @@ def evaluate_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     workspace: WorkspaceOption = None,
     debug: DebugOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Score any model on a test file, without a job: task score, BLEU, latency, memory."""
 
     def action() -> None:
-        from distilflow.client import Client
         from distilflow.compare import describe
         from distilflow.tasks import TASKS
 
-        if task not in TASKS:
+        if task is not None and task not in TASKS:
             raise DistilflowError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-        result = Client(workspace).models.evaluate(model, str(test_data), task_type=task, metrics=metric,
-                                                   max_tokens=max_tokens, max_examples=max_examples, device=device,
-                                                   base_url=base_url, api_key_env=api_key_env,
-                                                   batch_size=batch_size, warmup=warmup)
+        models = _client(workspace, config, catalog=True).models
+        result = models.evaluate(model, str(test_data), task_type=task, metrics=metric, max_tokens=max_tokens,
+                                 max_examples=max_examples, device=device, base_url=base_url,
+                                 api_key_env=api_key_env, batch_size=batch_size, warmup=warmup)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
@@ -193,16 +227,14 @@ def _age(timestamp: float | None) -> str:
 
 
 @jobs_app.command("list")
-def jobs_list(workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def jobs_list(workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None) -> None:
     """All jobs of the workspace with their status and current stage."""
 
     def action() -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from distilflow.client import Client
-
-        records = Client(workspace).jobs.list()
+        records = _client(workspace, config).jobs.list()
         if not records:
             typer.echo("no jobs in this workspace")
             return
@@ -219,15 +251,13 @@ def jobs_list(workspace: WorkspaceOption = None, debug: DebugOption = False) -> 
 
 @jobs_app.command("show")
 def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[bool, typer.Option("--json")] = False,
-              debug: DebugOption = False) -> None:
-    """Status, per-stage progress and the last error of one job."""
+              debug: DebugOption = False, config: ConfigOption = None) -> None:
+    """Status, per-stage progress, registered models and the last error of one job."""
 
     def action() -> None:
         from dataclasses import asdict
 
-        from distilflow.client import Client
-
-        record = Client(workspace).jobs.get(name)
+        record = _client(workspace, config).jobs.get(name)
         if as_json:
             typer.echo(json.dumps(asdict(record), indent=2, default=str))
             return
@@ -241,6 +271,8 @@ def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[b
             progress = f"{s.done}/{s.total}" if s.total else (str(s.done) if s.done else "")
             detail = f"  {s.message}" if s.message and s.status == "running" else ""
             typer.echo(f"  {s.stage:<9} {s.status:<10} {progress:>12}{detail}")
+        for model in record.models:
+            typer.echo(f"model:   {model.name} ({model.label}) {model.path}")
         error = record.error or next((s.error for s in record.stages if s.error), None)
         if record.status == "failed" and not error:
             error = "the job process stopped unexpectedly (killed?); run the same command again to resume"
@@ -251,14 +283,33 @@ def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[b
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(name: str, workspace: WorkspaceOption = None, debug: DebugOption = False) -> None:
+def jobs_cancel(name: str, workspace: WorkspaceOption = None, debug: DebugOption = False,
+                config: ConfigOption = None) -> None:
     """Stop a running job (run it again later to resume)."""
 
     def action() -> None:
-        from distilflow.client import Client
-
-        record = Client(workspace).jobs.cancel(name)
+        record = _client(workspace, config).jobs.cancel(name)
         typer.echo(f"job {name}: {record.status}")
+
+    _guard(debug, action)
+
+
+@models_app.command("list")
+def models_list(workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None) -> None:
+    """Models registered by completed jobs (NAME-distilled, NAME-baseline), with their job and report."""
+
+    def action() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        models = _client(workspace, config).models.list()
+        if not models:
+            typer.echo("no registered models in this workspace (a job registers its students when it completes)")
+            return
+        table = Table("name", "model", "job", "task", "path", "report", "registered")
+        for m in models:
+            table.add_row(m.name, m.label, m.job, m.task_type, m.path, m.report or "-", _age(m.registered_at))
+        Console().print(table)
 
     _guard(debug, action)
 

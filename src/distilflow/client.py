@@ -1,4 +1,6 @@
-"""The Python API: `Client(workspace=...)` with `jobs.*` and `models.*`, the same verbs as the CLI."""
+"""The Python API: `Client(workspace=...)` or `Client.from_config()` (distilflow.yaml: workspace and model catalog)
+with `jobs.*` and `models.*`, the same verbs as the CLI. A script written for Azure ML's distillation API runs with
+`from distilflow import Client as MLClient, DistillationJob` as its only change (docs/azure-migration.md)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from distilflow.catalog import CONFIG_FILE, WorkspaceConfig, looks_like_a_name, workspace_root
 from distilflow.errors import SpecError
-from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore
+from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, RegisteredModel
+from distilflow.results import EvaluationResults
 from distilflow.spec import EvaluationSpec, JobSpec, describe_validation_error, parse_spec
 from distilflow.workspace import Workspace
 
@@ -33,8 +37,10 @@ class DistillationJob(BaseModel):
     generation: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    output_model_name: str | None = None  # registered name of the distilled student (default STUDENT-distilled)
 
-    def to_spec(self, base_dir: str | Path = ".") -> JobSpec:
+    def to_spec(self, base_dir: str | Path = ".", catalog: WorkspaceConfig | None = None) -> JobSpec:
+        """The job spec; with a `catalog`, teacher_model / student_model may be its short names."""
         data = self.model_dump(exclude_none=True)
         teacher = dict(data.pop("teacher", {}))
         student = dict(data.pop("student", {}))
@@ -43,13 +49,16 @@ class DistillationJob(BaseModel):
         if "student_model" in data:
             student["model"] = data.pop("student_model")
         data["teacher"], data["student"] = teacher, student
+        if catalog is not None:
+            data = catalog.resolve_job(data, Path(base_dir).resolve())
         return parse_spec(data, "DistillationJob", Path(base_dir).resolve(),
                           default_name=f"{self.task_type}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 class Jobs:
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, catalog: WorkspaceConfig | None = None) -> None:
         self.workspace = workspace
+        self.catalog = catalog
 
     @property
     def store(self) -> JobStore:
@@ -72,6 +81,7 @@ class Jobs:
         return record
 
     def get(self, name: str) -> JobRecord:
+        """The job: its status (which also equals Azure ML's spelling: "Completed"), stages and registered models."""
         return self.store.get(name)
 
     def list(self) -> list[JobRecord]:
@@ -106,8 +116,7 @@ class Jobs:
         assert record is not None
         return record
 
-    @staticmethod
-    def _spec(job: DistillationJob | JobSpec | dict[str, Any]) -> JobSpec:
+    def _spec(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobSpec:
         if isinstance(job, JobSpec):
             return job
         if isinstance(job, dict):
@@ -115,29 +124,57 @@ class Jobs:
                 job = DistillationJob.model_validate(job)
             except ValidationError as error:
                 raise SpecError(describe_validation_error(error, DistillationJob, "DistillationJob")) from None
-        return job.to_spec()
+        return job.to_spec(catalog=self.catalog)
 
 
 class Models:
     """Score models without a job; the settings are those of a job spec's `evaluation:` section."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, catalog: WorkspaceConfig | None = None) -> None:
         self.workspace = workspace
+        self.catalog = catalog
 
-    def evaluate(self, model_name: str, test_data: str, task_type: str = "conversation",
+    def evaluate(self, model_name: str, test_data: str, task_type: str | None = None,
                  metrics: list[str] | None = None, max_tokens: int = 128, max_examples: int | None = None,
                  device: str = "auto", *, base_url: str | None = None, api_key_env: str | None = None,
-                 batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> dict[str, Any]:
-        """Score any model on a test file without a job; returns the metrics (filtered by `metrics`).
+                 batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> EvaluationResults:
+        """Score a model on a test file without a job; returns its figures (only those in `metrics`, when given),
+        by distilflow's names or Azure ML's: results["bleu"], results["accuracy"], results.inference_time.
 
-        `model_name` is an HF id, a local folder or a .gguf file; with `base_url` (and `api_key_env`, the NAME
-        of the variable holding the key) it is the model name at an OpenAI-compatible endpoint."""
+        `model_name` is a registered model ("phi-4-mini-distilled": a job that will register it is waited for), a
+        catalog name (distilflow.yaml), an HF id, a local folder or a .gguf file; with `base_url` (and `api_key_env`,
+        the NAME of the variable holding the key) it is the model name at an OpenAI-compatible endpoint.
+        `task_type` defaults to the registering job's task, else conversation."""
         from distilflow.compare import evaluate_model
 
-        target = {"model": model_name, "base_url": base_url, "api_key_env": api_key_env}
+        target, job_task = self._target(model_name, base_url, api_key_env)
         settings = self._settings(max_tokens=max_tokens, max_examples=max_examples, device=device,
                                   batch_size=batch_size, warmup=warmup, bootstrap_samples=bootstrap_samples)
-        return evaluate_model(self.workspace, target, test_data, task_type, metrics=metrics, settings=settings)
+        return EvaluationResults(evaluate_model(self.workspace, target, test_data, task_type or job_task or
+                                                "conversation", metrics=metrics, settings=settings))
+
+    def list(self) -> list[RegisteredModel]:
+        """The models completed jobs registered, with the job and the report each came from (oldest first)."""
+        return JobStore(self.workspace.db_path).registered_models()
+
+    def _target(self, name: str, base_url: str | None,
+                api_key_env: str | None) -> tuple[str | dict[str, Any], str | None]:
+        """What `name` is, and the task of the job that registered it: a registered model first, then a catalog
+        name, else the name itself (an HF id, a path, or the model at `base_url`)."""
+        from distilflow.jobs.registry import find_model
+
+        if base_url or api_key_env:
+            return {"model": name, "base_url": base_url, "api_key_env": api_key_env}, None
+        if looks_like_a_name(name):
+            found = find_model(JobStore(self.workspace.db_path), name)
+            if found is not None:
+                return {"model": found.path, "label": found.name}, found.task_type
+            target = self.catalog.evaluation_target(name) if self.catalog is not None else None
+            if target is not None:
+                return target, None
+            if self.catalog is not None:
+                raise self.catalog.unknown(name)
+        return name, None
 
     def compare(self, models: list[str | dict[str, Any]], test_data: str, task_type: str = "conversation",
                 max_tokens: int = 128, max_examples: int | None = None, device: str = "auto", *,
@@ -160,7 +197,19 @@ class Models:
 
 
 class Client:
-    def __init__(self, workspace: str | Path | None = None) -> None:
-        self.workspace = Workspace.open(workspace)
-        self.jobs = Jobs(self.workspace)
-        self.models = Models(self.workspace)
+    """`workspace`: where jobs live (else $DISTILFLOW_HOME, else the config's `workspace:`, else ./distilflow-runs).
+    `config`: a loaded distilflow.yaml, whose model catalog lets jobs and evaluations name models by short names."""
+
+    def __init__(self, workspace: str | Path | None = None, *, config: WorkspaceConfig | None = None) -> None:
+        self.config = config
+        self.workspace = Workspace(workspace_root(workspace, config))
+        self.jobs = Jobs(self.workspace, config)
+        self.models = Models(self.workspace, config)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> "Client":
+        """A client for the workspace and model catalog of distilflow.yaml, found like Azure ML's config.json: at
+        `path` (a file, or a folder holding one), else $DISTILFLOW_CONFIG, else in the current folder or a parent."""
+        if path is not None and Path(path).is_dir():
+            path = Path(path) / CONFIG_FILE
+        return cls(config=WorkspaceConfig.find(path, required=True))

@@ -14,7 +14,8 @@ from distilflow.evaluate.config import ModelTarget, progress_steps, worker_confi
 from distilflow.evaluate.worker import run_worker
 from distilflow.fingerprint import digest
 from distilflow.jobs.progress import StageProgress
-from distilflow.results import FIGURE_ALIASES, FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, read_predictions
+from distilflow.results import (FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, metric_key, metric_names_accepted,
+                                read_predictions)
 from distilflow.spec import JOB_NAME_PATTERN, EvaluationSpec
 from distilflow.tasks import ClassificationTask, get_task, read_examples
 from distilflow.workspace import PREDICTIONS_FILE, Workspace
@@ -60,13 +61,13 @@ def wanted_keys(metrics: list[str] | None, task_type: str) -> set[str] | None:
     """The result keys `metrics` asks for; an unknown name is an error before any model is loaded."""
     if not metrics:
         return None
-    task_metrics = get_task(task_type).metric_names
+    measured = [*get_task(task_type).metric_names, *FIGURES]
     wanted = set()
     for name in metrics:
-        key = FIGURE_ALIASES.get(name, name)
-        if key not in task_metrics and key not in FIGURES:
-            raise DistilflowError(f"metric {name!r} is not measured for task {task_type} (known: "
-                                  f"{', '.join([*task_metrics, *FIGURE_ALIASES, *FIGURES])})")
+        key = metric_key(name, measured)
+        if key is None:
+            raise DistilflowError(f"metric {name!r} is not measured for task {task_type} (supported: "
+                                  f"{', '.join(metric_names_accepted(measured))})")
         wanted.add(key)
     return wanted
 

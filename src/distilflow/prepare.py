@@ -45,7 +45,8 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
     d: dict[str, Any] = spec.public_dict()
     generate = digest([d["task_type"], d["teacher"], d["generation"], spec.teacher_temperature,
                        data_hashes.get("train"), data_hashes.get("validation")])
-    train = digest([generate, d["student"], d["hyperparameters"], d["training"]])
+    student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
+    train = digest([generate, student, d["hyperparameters"], d["training"]])
     evaluate = digest([train, d["evaluation"], data_hashes.get("test")])
     # prepare runs on every command (it is the input check), so it never invalidates later stages.
     return {"prepare": "always", "generate": generate, "train": train, "evaluate": evaluate, "report": evaluate}

@@ -8,6 +8,7 @@ API model's memory) is null. Files keep exactly the keys that were set (`to_json
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,60 @@ FIGURE_ALIASES = {"inference_time": "latency_mean_s", "latency": "latency_mean_s
 IDENTITY = ("label", "model", "kind", "task_type", "primary_metric", "scored_examples", "examples", "device",
             "network", "output_dir")
 assert set(FIGURES) | set(FIGURE_ALIASES.values()) | set(IDENTITY) <= set(ModelResult.model_fields)
+# Task metrics by the names of Azure ML's distillation API. "accuracy" is the task's own where it has one (nli,
+# math); where answers are text (qa, conversation) it is exact_match, the share of answers equal to the reference.
+METRIC_ALIASES = {"bleu_score": "bleu"}
+_ACCURACY_FALLBACK = "exact_match"
+
+
+def metric_key(name: str, measured: Collection[str]) -> str | None:
+    """The key of the figure a user asks for by `name` (distilflow's name or an alias) among `measured`, the keys a
+    result has (task metrics and figures); None when it is not measured."""
+    key = FIGURE_ALIASES.get(name) or METRIC_ALIASES.get(name, name)
+    if key == "accuracy" and key not in measured:
+        key = _ACCURACY_FALLBACK
+    return key if key in measured else None
+
+
+def metric_names_accepted(measured: Collection[str]) -> list[str]:
+    """Every name `metric_key` accepts for these keys, for an error message."""
+    aliases = [*FIGURE_ALIASES, *METRIC_ALIASES, "accuracy"]
+    return sorted(set(measured) | {a for a in aliases if metric_key(a, measured) is not None})
+
+
+class EvaluationResults(dict):  # type: ignore[type-arg]
+    """What `models.evaluate` returns: one model's figures as a dict (JSON-able, task metrics at the top level),
+    read by distilflow's names or Azure ML's (results["accuracy"], results["bleu_score"], results["inference_time"])
+    and as attributes (results.bleu). `interval(name)` is a task metric's 95% interval with its n."""
+
+    def __missing__(self, key: str) -> Any:
+        found = metric_key(key, self.keys())
+        if found is None or found == key:
+            raise KeyError(f"{key!r} is not in these results (they hold: {', '.join(metric_names_accepted(self))})")
+        return self[found]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(str(error)) from None
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (isinstance(key, str) and metric_key(key, self.keys()) is not None)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def interval(self, name: str) -> Interval | None:
+        """The 95% bootstrap interval of a task metric (value, low, high, n), by any name it is read by."""
+        intervals = dict.get(self, "intervals") or {}
+        key = metric_key(name, intervals.keys())
+        return Interval.model_validate(intervals[key]) if key else None
+
+    @property
+    def n(self) -> int | None:
+        """How many test examples were scored (those with a reference)."""
+        return dict.get(self, "scored_examples")
 
 
 # ----- predictions.jsonl ----------------------------------------------------------------------------------

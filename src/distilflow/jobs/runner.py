@@ -19,6 +19,7 @@ from distilflow.errors import DistilflowError, JobCanceled
 from distilflow.io import remove_stale_staging, write_text_atomic
 from distilflow.jobs.context import PreparedInputs, StageContext
 from distilflow.jobs.lock import JobLock
+from distilflow.jobs.registry import register_outputs
 from distilflow.jobs.store import STAGES, JobRecord, JobStore
 from distilflow.prepare import prepare_inputs, stage_fingerprints
 from distilflow.spec import JobSpec, dump_spec
@@ -92,9 +93,10 @@ def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None
         for folder in (paths.root, paths.student, paths.synthetic, paths.eval):
             remove_stale_staging(folder)  # left by a process killed mid-write; safe: we hold the job's lock
         context = StageContext(spec, workspace, paths, store, inputs, stage_fingerprints(spec, inputs.data_hashes))
-        return _run_stages(context, wanted, explicit=stages is not None)
+        _run_stages(context, wanted, explicit=stages is not None)
     finally:
         lock.release()
+    return store.get(spec.name)  # read once the lock is free: the status is the job's, not "running"
 
 
 def already_running_message(workspace: Workspace, name: str) -> str:
@@ -126,6 +128,8 @@ def _run_stages(context: StageContext, wanted: list[str], explicit: bool) -> Job
             current = stage
             _run_one_stage(context, stage, explicit)
         done = all(s.status == "completed" for s in store.get(spec.name).stages)
+        if done:  # registered first: whoever sees "completed" finds the job's models
+            register_outputs(store, spec, context.paths)
         store.set_job_status(spec.name, "completed" if done else "queued")
     except (JobCanceled, KeyboardInterrupt):
         store.finish_stage(spec.name, current, "canceled")

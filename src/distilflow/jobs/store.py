@@ -20,6 +20,28 @@ from distilflow.workspace import Workspace
 STAGES: tuple[str, ...] = ("prepare", "generate", "train", "evaluate", "report")
 JOB_STATUSES = ("queued", "running", "completed", "failed", "canceled")
 TERMINAL_STATUSES = ("completed", "failed", "canceled")
+# Azure ML's job statuses, read as distilflow's: scripts written for its distillation API compare with these.
+AZURE_STATUSES = {"completed": "completed", "failed": "failed", "canceled": "canceled", "cancelled": "canceled",
+                  "cancelrequested": "canceled", "running": "running", "finalizing": "running", "queued": "queued",
+                  "notstarted": "queued", "starting": "queued", "preparing": "queued", "provisioning": "queued"}
+
+
+class JobStatus(str):
+    """A job's status, spelled distilflow's way ("completed") and equal to Azure ML's spelling of it too:
+    `status == "Completed"` and `status in ["Completed", "Failed"]` hold, whatever the case. It hashes as
+    distilflow's spelling (sets and dict keys of statuses use that one)."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return NotImplemented
+        spelled = other.lower()
+        return str.__eq__(self, AZURE_STATUSES.get(spelled, spelled))
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,6 +69,15 @@ CREATE TABLE IF NOT EXISTS stages (
     finished_at REAL,
     PRIMARY KEY (job, stage)
 );
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    label TEXT NOT NULL,
+    path TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    report TEXT,
+    registered_at REAL NOT NULL
+);
 """
 
 
@@ -69,6 +100,20 @@ class StageRecord:
 
 
 @dataclass
+class RegisteredModel:
+    """A model a completed job registered (jobs/registry.py): its name, the job, which of the job's models it is
+    (distilled | baseline), where it is (a folder, or a hub id), and the job's report."""
+
+    name: str
+    job: str
+    label: str
+    path: str
+    task_type: str
+    report: str | None
+    registered_at: float
+
+
+@dataclass
 class JobRecord:
     name: str
     status: str
@@ -81,6 +126,7 @@ class JobRecord:
     created_at: float
     updated_at: float
     stages: list[StageRecord] = field(default_factory=list)
+    models: list[RegisteredModel] = field(default_factory=list)  # what the job registered when it completed
 
     @property
     def current_stage(self) -> StageRecord | None:
@@ -158,10 +204,11 @@ class JobStore:
             stages = db.execute("SELECT * FROM stages WHERE job=?", (name,)).fetchall()
         order = {s: i for i, s in enumerate(STAGES)}
         return JobRecord(
-            name=row["name"], status=self._effective_status(row), task_type=row["task_type"],
+            name=row["name"], status=JobStatus(self._effective_status(row)), task_type=row["task_type"],
             spec=json.loads(row["spec"]), fingerprints=json.loads(row["inputs_fingerprint"]), pid=row["pid"],
             pid_start=row["pid_start"], error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
             stages=sorted((self._stage(s) for s in stages), key=lambda s: order.get(s.stage, 99)),
+            models=self.registered_models(job=name),
         )
 
     def exists(self, name: str) -> bool:
@@ -245,3 +292,19 @@ class JobStore:
             db.executemany(
                 "UPDATE stages SET status='pending', done=0, total=NULL, message=NULL, error=NULL, started_at=NULL,"
                 " finished_at=NULL WHERE job=? AND stage=?", [(name, s) for s in stages])
+
+    # ----- registered models ---------------------------------------------------------------------
+    def register_models(self, models: list[RegisteredModel]) -> None:
+        """Register (or re-register) models by name; a name another job registered now names this job's model."""
+        with self._connect() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO models(name, job, label, path, task_type, report, registered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(m.name, m.job, m.label, m.path, m.task_type, m.report, m.registered_at) for m in models])
+
+    def registered_models(self, job: str | None = None) -> list[RegisteredModel]:
+        """Every registered model (or one job's), oldest first."""
+        where, args = ("WHERE job=?", (job,)) if job is not None else ("", ())
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM models {where} ORDER BY registered_at, name", args).fetchall()
+        return [RegisteredModel(**dict(row)) for row in rows]

@@ -210,10 +210,12 @@ def assemble(task: "Task", labels: list[str], models: dict[str, ResultLike],
 def job_results(ctx: "StageContext", labels: list[str]) -> dict[str, ModelResult]:
     """Each model's metrics.json as the evaluate stage wrote it, with its agreement with the teacher."""
     agreement = read_json(ctx.paths.agreement, default={}) or {}
+    missing = ("no test_data in the job spec (score the registered models with models.evaluate)"
+               if not ctx.spec.test_data else "no evaluation results (run the evaluate stage)")
     models = {}
     for label in labels:
         result = ModelResult.read(ctx.paths.eval_metrics(label)) or ModelResult(
-            label=label, evaluated=False, reason="no evaluation results (run the evaluate stage)")
+            label=label, evaluated=False, reason=missing)
         if label in agreement:
             result.agreement_with_teacher = agreement[label]
         models[label] = result

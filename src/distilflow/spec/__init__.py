@@ -1,0 +1,16 @@
+"""The job spec: its names (names.py), sections (sections.py), the whole spec (job.py), and loading it from YAML
+with readable errors (loading.py). Everything a spec user needs is importable from here."""
+
+from distilflow.spec.job import JobSpec
+from distilflow.spec.loading import (describe_validation_error, dump_spec, load_spec, parse_spec, resolve_model_ref,
+                                     resolve_paths, resolve_relative)
+from distilflow.spec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
+                                   AnswerMode, Device, Dtype, ModelLabel, PromptFormat, TaskType, check_name)
+from distilflow.spec.sections import (EnvRef, EvaluationSpec, GenerationSpec, Hyperparameters, LoraSpec, PruneRule,
+                                      StudentSpec, TeacherSpec, TrainingSpec)
+
+__all__ = ["DTYPES", "JOB_NAME_PATTERN", "LR_SCHEDULERS", "MODEL_LABELS", "TASK_TYPES", "TRAINING_METHODS", "AnswerMode",
+           "Device", "Dtype", "EnvRef", "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec",
+           "ModelLabel", "PromptFormat", "PruneRule", "StudentSpec", "TaskType", "TeacherSpec", "TrainingSpec",
+           "check_name", "describe_validation_error", "dump_spec", "load_spec", "parse_spec", "resolve_model_ref",
+           "resolve_paths", "resolve_relative"]

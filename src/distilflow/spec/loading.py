@@ -1,0 +1,134 @@
+"""Loading a job spec from YAML: readable errors (a misspelt key gets the nearest valid one, no value is ever
+echoed), paths resolved against the spec file's folder, a default name."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distilflow.errors import SpecError
+from distilflow.spec.job import JobSpec
+
+_PATH_FIELDS = ("training_data", "validation_data", "test_data")
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of `loc` (None if not a model)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = _first_model_in(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _first_model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One readable sentence per problem; unknown keys get a 'did you mean' suggestion."""
+    problems: list[str] = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            valid = list(owner.model_fields) if owner else []
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            prefix = "".join(f"{p}." for p in loc[:-1])
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            valid_list = f" (valid keys: {', '.join(valid)})" if valid and not close else ""
+            problems.append(f"unknown key '{dotted}'{hint}{valid_list}")
+        elif item["type"] == "missing":
+            problems.append(f"missing required key '{dotted}'")
+        else:
+            # Never echo input values: a misplaced secret must not reach a terminal or log.
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"'{dotted}': {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def resolve_relative(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def resolve_model_ref(value: str, base: Path) -> str:
+    """A model given as a relative path that exists beside the spec becomes absolute; ids stay as they are."""
+    if "://" in value or value.startswith("pkg:"):
+        return value
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    return str(candidate.resolve()) if candidate.exists() else value
+
+
+def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
+    """Resolve data files and local model paths against `base` (the spec file's folder)."""
+    updates: dict[str, Any] = {f: resolve_relative(getattr(spec, f), base) for f in _PATH_FIELDS}
+    spec = spec.model_copy(update=updates)
+    spec.teacher = spec.teacher.model_copy(update={
+        "model": resolve_model_ref(spec.teacher.model, base),
+        "path": resolve_relative(spec.teacher.path, base),
+    })
+    spec.student = spec.student.model_copy(update={"model": resolve_model_ref(spec.student.model, base)})
+    return spec
+
+
+def parse_spec(data: Any, source: str, base: Path, default_name: str | None = None) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a job spec must be a mapping of keys to values")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(describe_validation_error(error, JobSpec, source)) from None
+    spec = resolve_paths(spec, base)
+    if spec.name is None:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", default_name or f"{spec.task_type}-job").strip("-._") or "job"
+        spec.name = name[:100]
+    return spec
+
+
+def load_spec(path: str | Path, resolve: Callable[[Any, Path], Any] | None = None) -> JobSpec:
+    """Load a job spec from YAML; relative paths resolve against the spec file's folder. `resolve(data, folder)`
+    may rewrite the parsed YAML first (the model catalog of distilflow.yaml turns short names into models)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: job spec not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: cannot read the job spec ({error.__class__.__name__}: {error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise SpecError(f"{path}{where}: {problem}") from None
+    if resolve is not None:
+        data = resolve(data, path.resolve().parent)
+    return parse_spec(data, str(path), path.resolve().parent, default_name=path.stem)
+
+
+def dump_spec(spec: JobSpec) -> str:
+    return yaml.safe_dump(spec.public_dict(), sort_keys=False, allow_unicode=True)

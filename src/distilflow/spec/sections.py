@@ -1,0 +1,186 @@
+"""The sections of a job spec (teacher, student, hyperparameters, generation, training, evaluation): pydantic
+models that forbid unknown keys and non-finite numbers, and keep secrets out (a key is named, never given)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
+from distilflow.spec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
+                                   PromptFormat, check_name)
+
+class _Section(BaseModel):
+    # allow_inf_nan=False: `learning_rate: .inf` or `nan` is an error here, not a loss of 0.0000 after the teacher
+    # was paid.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class EnvRef(_Section):
+    """A value read from an environment variable when it is needed, never stored: `{env: MY_TOKEN}`."""
+
+    env: str
+
+    @field_validator("env")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        return check_env_name(value, "env")
+
+    def resolve(self, what: str) -> str:
+        return read_env_secret(self.env, what)
+
+
+
+class TeacherSpec(_Section):
+    model: str = Field(description="Model name at the endpoint, HF hub id, local directory or .gguf path")
+    backend: Literal["hf", "openai", "vllm", "recorded"] = "hf"
+    # OpenAI-compatible endpoints (hosted APIs, Azure OpenAI, vLLM/SGLang/llama.cpp/Ollama servers)
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    api_version: str | None = Field(None, description="Azure OpenAI api-version; selects the Azure client")
+    headers: dict[str, str | EnvRef] = Field(default_factory=dict, description="credentials as {env: NAME}")
+    max_concurrency: int = Field(16, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    max_consecutive_failures: int = Field(20, ge=1, description="failed requests in a row that end the stage")
+    timeout: float = Field(120.0, gt=0)
+    price_per_million_input_tokens: float | None = Field(None, ge=0)
+    price_per_million_output_tokens: float | None = Field(None, ge=0)
+    prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
+    # Local models (hf / vllm)
+    dtype: Dtype = "auto"
+    device: Device = "auto"
+    batch_size: int = Field(8, ge=1, description="Prompts per generate() call for a local teacher")
+    # Recorded completions
+    path: str | None = Field(None, description="JSONL of recorded prompt/response pairs (backend: recorded)")
+
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """Dollars for these tokens at this teacher's prices (None when no price is given)."""
+        if self.price_per_million_input_tokens is None and self.price_per_million_output_tokens is None:
+            return None
+        return (prompt_tokens * (self.price_per_million_input_tokens or 0.0)
+                + completion_tokens * (self.price_per_million_output_tokens or 0.0)) / 1e6
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_a_name(cls, value: str | None) -> str | None:
+        # Guard against a key pasted where its variable NAME belongs; never echo the value back.
+        return None if value is None else check_env_name(value, "api_key_env")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_stored_credentials(cls, value: dict[str, str | EnvRef]) -> dict[str, str | EnvRef]:
+        for name, header in value.items():
+            if isinstance(header, str):
+                check_plain_header(name, header)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value, "base_url")
+        return value
+
+    def resolved_headers(self) -> dict[str, str]:
+        """Header values for a request: {env: NAME} references read from the environment now."""
+        return {name: value.resolve(f"teacher.headers.{name}") if isinstance(value, EnvRef) else value
+                for name, value in self.headers.items()}
+
+
+class PruneRule(_Section):
+    every: int = Field(ge=1, description="keep every k-th layer")
+    keep_last: bool = True
+
+
+class StudentSpec(_Section):
+    model: str
+    prune: list[int] | PruneRule | None = Field(None, description="layers of `model` to keep (depth pruning)")
+    dtype: Dtype = "auto"
+    prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
+    # The short name outputs are registered under (NAME-distilled, NAME-baseline): the catalog name the student was
+    # given by (distilflow.yaml), else the model's folder or file name.
+    name: str | None = Field(None, description="short name of the student; names its registered outputs")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        return check_name(value)
+
+
+class Hyperparameters(_Section):
+    """The seed API's flat hyperparameters, accepted as is."""
+
+    learning_rate: float = Field(2.0e-5, gt=0, le=1)
+    batch_size: int = Field(2, ge=1)
+    num_epochs: float = Field(3, gt=0)
+    temperature: float = Field(0.0, ge=0, description="teacher sampling temperature; 0 is greedy")
+
+
+class GenerationSpec(_Section):
+    max_tokens: int = Field(256, ge=1)
+    temperature: float | None = Field(None, ge=0, description="overrides hyperparameters.temperature")
+    top_p: float = Field(1.0, gt=0, le=1)
+    num_samples: int = Field(1, ge=1)
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+    top_logprobs: int = Field(0, ge=0, le=20)
+    system_prompt: str | None = None
+    teacher_prompt: str | None = Field(
+        None, description="instructions/few-shot examples shown to the teacher only, before the input"
+    )
+    few_shot: int = Field(0, ge=0, description="labelled training rows put in the teacher's prompt only")
+    answer_mode: AnswerMode = Field("generate", description="rank: the teacher picks the best-scoring label")
+    verify: Literal["reference", "majority", "none"] = "reference"
+    min_success_ratio: float = Field(0.9, ge=0, le=1)
+    deduplicate: bool = True
+    max_examples: int | None = Field(None, ge=1, description="use only the first N rows of each data file")
+
+
+class LoraSpec(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = True
+
+
+class TrainingSpec(_Section):
+    method: Literal[TRAINING_METHODS] = "sft"  # type: ignore[valid-type]
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    kd_temperature: float = Field(1.0, gt=0)
+    kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the divergence; 1 - alpha goes to cross-entropy")
+    jsd_beta: float = Field(0.5, ge=0, le=1)
+    loss_chunk_size: int = Field(1024, ge=1, description="tokens per chunk in memory-bounded losses")
+    lora: LoraSpec | None = None
+    max_seq_length: int = Field(1024, ge=8)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal[LR_SCHEDULERS] = "linear"  # type: ignore[valid-type]
+    seed: int = 42
+    packing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    device: Device = "auto"
+
+
+class EvaluationSpec(_Section):
+    max_tokens: int = Field(256, ge=1)
+    max_examples: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1, description="batch size of the throughput measurement")
+    warmup: int = Field(1, ge=0, description="answers generated and discarded before timing")
+    models: list[ModelLabel] = Field(default_factory=lambda: list(MODEL_LABELS))
+    device: Device = "auto"
+    bootstrap_samples: int = Field(1000, ge=0)
+    examples_in_report: int = Field(5, ge=0)
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (intervals are reproducible)")
+    throughput: bool = Field(True, description="also time the test set at batch_size (answers/s, tokens/s)")
+    answer_mode: AnswerMode = Field("generate", description="rank: every model picks the best-scoring label")
+    uncached_examples: int = Field(20, ge=0, description="test inputs timed again without the teacher's prefix cache")
+
+
