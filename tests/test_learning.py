@@ -186,14 +186,17 @@ RESULTS: dict[str, tuple[float, float]] = {}
 @pytest.mark.parametrize("method, training", [
     ("sft", {"method": "sft"}),
     ("kd", {"method": "kd"}),
+    ("on_policy", {"method": "on_policy", "on_policy_ratio": 0.5, "divergence": "forward_kl",
+                   "student_max_tokens": 6}),
+    ("kd_hidden_states", {"method": "kd", "hidden_states": {"weight": 1.0, "layers": "auto"}}),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_student_learns_the_teachers_rule(rule_job, method, training):
     base_agreement, base_kl = rule_job["baseline"]
     agreement, kl, metrics = distil(rule_job, training)
     RESULTS[method] = (agreement, kl)
-    print(f"{method}: agreement {base_agreement:.2f} -> {agreement:.2f}, KL {base_kl:.3f} -> {kl:.3f}")
-    assert agreement >= base_agreement + 0.6, (method, base_agreement, agreement)
-    assert kl < 0.5 * base_kl, (method, base_kl, kl)
+    print(f"{method}: agreement {base_agreement:.2f} -> {agreement:.2f}, KL {base_kl:.3f} -> {kl:.3f}", metrics)
+    assert agreement >= base_agreement + 0.5, (method, base_agreement, agreement)
+    assert kl < 0.25 * base_kl, (method, base_kl, kl)
 
 
 def test_kd_ends_closer_to_the_teacher_than_sft(rule_job):

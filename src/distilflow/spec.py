@@ -19,7 +19,7 @@ from distilflow.secrets import check_env_name, check_plain_header, check_url, re
 # The one list of each name; everything else reads these.
 TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization")
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
-TRAINING_METHODS = ("sft", "kd", "sparse_kd")
+TRAINING_METHODS = ("sft", "kd", "sparse_kd", "on_policy")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
 ModelLabel = Literal[MODEL_LABELS]  # type: ignore[valid-type]
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -163,6 +163,24 @@ class LoraSpec(_Section):
     merge: bool = True
 
 
+LayerPairs = Literal["auto"] | list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]]
+
+
+class HiddenStatesSpec(_Section):
+    """Intermediate-layer matching: the student's layer outputs pulled towards the teacher's (local teacher)."""
+
+    weight: float = Field(1.0, ge=0)
+    layers: LayerPairs = Field("auto", description="[[student_layer, teacher_layer], ...] or auto")
+    loss: Literal["mse", "cosine"] = "mse"
+
+
+class AttentionSpec(_Section):
+    """Attention transfer: KL between the attention distributions of mapped layers, on answer positions."""
+
+    weight: float = Field(1.0, ge=0)
+    layers: LayerPairs = Field("auto", description="[[student_layer, teacher_layer], ...] or auto")
+
+
 class TrainingSpec(_Section):
     method: Literal[TRAINING_METHODS] = "sft"  # type: ignore[valid-type]
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
@@ -183,6 +201,13 @@ class TrainingSpec(_Section):
     packing: bool = False
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     device: Device = "auto"
+    # on_policy: the student samples the answers of this share of each batch; the teacher scores them token by token
+    on_policy_ratio: float = Field(0.5, ge=0, le=1, description="on_policy: share of each batch the student samples")
+    student_temperature: float = Field(1.0, gt=0, description="on_policy: the student's sampling temperature")
+    student_max_tokens: int = Field(256, ge=1, description="on_policy: new tokens per student sample")
+    teacher_top_logprobs: int = Field(8, ge=1, le=20, description="on_policy with a served teacher: K per token")
+    hidden_states: HiddenStatesSpec | None = None
+    attention: AttentionSpec | None = None
 
 
 class EvaluationSpec(_Section):
