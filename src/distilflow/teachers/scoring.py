@@ -3,6 +3,10 @@ an OpenAI-compatible *completions* endpoint with `echo: true, logprobs: K` (the 
 llama.cpp's server and vLLM implement; vLLM calls it prompt log-probs). `training.method: on_policy` sends each
 student sample this way and learns from the teacher's top-K alternatives at every token.
 
+The sequence goes as token ids where the server accepts them (the OpenAI protocol and vLLM do): the server then
+scores exactly the student's tokens. A server that refuses ids (llama-cpp-python's takes text only: 422) is sent
+the text from then on, which its tokenizer splits again, mostly but not always as the student did.
+
 One request per sequence, `max_tokens: 1` (the one generated token is ignored; 0 means "until the context is full"
 on llama.cpp's server). Requests run concurrently on the teacher stage's machinery: at most `max_concurrency` in
 flight (async_bridge.py), paced by `requests_per_minute` / `tokens_per_minute`, retried on 429 / 5xx / timeouts /
@@ -37,6 +41,7 @@ from distilflow.teachers.token_estimate import estimate_prompt_tokens
 class ScoreRequest:
     key: str  # the caller's name for this sequence (results are returned under it)
     text: str  # the whole sequence, special tokens spelt out, as the server's tokenizer should read it
+    token_ids: list[int] | None = None  # the same sequence as token ids, sent instead where the server takes them
 
 
 @dataclass
@@ -45,6 +50,7 @@ class PromptScores:
     tokens: list[str]  # the server's tokens of the echoed text (and the one generated token, last)
     top: list[dict[str, float] | None]  # per token, its top alternatives and their log-probs
     prompt_tokens: int = 0
+    from_ids: bool = False  # the server scored the token ids it was sent (one echoed entry per id, in order)
 
 
 class _Retry(Exception):
@@ -58,6 +64,7 @@ class PromptLogprobScorer:
         self.spec, self.top_k = spec, top_k
         self.endpoint = OpenAIEndpoint(spec, section="teacher")
         self.counts: Counter[str] = Counter()
+        self.ids_accepted: bool | None = None  # None until the server has answered (or refused) a token-id prompt
 
     def score(self, requests: Sequence[ScoreRequest]) -> dict[str, PromptScores | TeacherFailure]:
         """Every request's scores (or failure, after retries), by key."""
@@ -115,10 +122,13 @@ class PromptLogprobScorer:
     async def _send(self, client: Any, request: ScoreRequest) -> PromptScores:
         import openai
 
-        body = {"model": self.spec.model, "prompt": request.text, "max_tokens": 1, "echo": True,
-                "logprobs": self.top_k, "temperature": 0.0}
+        as_ids = request.token_ids is not None and self.ids_accepted is not False
+        body = {"model": self.spec.model, "prompt": request.token_ids if as_ids else request.text, "max_tokens": 1,
+                "echo": True, "logprobs": self.top_k, "temperature": 0.0}
         try:
             response = await client.post("/completions", body=body, cast_to=object)
+            if as_ids:
+                self.ids_accepted = True
         except openai.APITimeoutError:
             raise _Retry("timeouts", f"no answer within teacher.timeout={self.spec.timeout:g}s") from None
         except openai.APIConnectionError as error:
@@ -129,6 +139,10 @@ class PromptLogprobScorer:
             refusal = self.endpoint.refusal(status, getattr(error, "code", None), detail)
             if refusal is not None:
                 raise refusal from None
+            if as_ids and status in (400, 422) and not self.ids_accepted:  # a server that reads text only
+                self.ids_accepted = False
+                self.counts["text_prompts"] += 1
+                return await self._send(client, request)
             if status == 429 or status >= 500 or status in (408, 409):
                 raise _Retry("rate_limited" if status == 429 else "server_errors", f"{status}: {detail}",
                              parse_retry_after(getattr(error.response, "headers", None))) from None
@@ -136,7 +150,9 @@ class PromptLogprobScorer:
         except (openai.APIError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise _Retry("api_errors", f"{error.__class__.__name__}: {error}") from None
         try:
-            return _parse(request.key, response)
+            scores = _parse(request.key, response)
+            scores.from_ids = as_ids
+            return scores
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             raise _Retry("malformed", "the endpoint answered without prompt log-probs (does it support echo with "
                                       "logprobs on the completions endpoint?)") from None

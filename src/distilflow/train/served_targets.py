@@ -2,13 +2,16 @@
 answers alike) is scored through the completions endpoint (teachers/scoring.py) and the teacher's top-K
 alternatives at each answer token become the sparse targets of losses.sparse_kd_loss (K buckets + the tail).
 
-Alignment. The row is sent as text (the student's tokens decoded, special tokens spelt out; llama.cpp's server
-accepts no token ids) and the server tokenizes it again. Its echoed tokens are walked against the student's ids:
+Alignment. The row is sent as token ids where the server takes them (vLLM, the OpenAI protocol), otherwise as text
+(the student's tokens decoded, special tokens spelt out; llama-cpp-python's server takes text only), which the
+server tokenizes again. Scores of sent ids are taken position by position; echoed text tokens are walked against
+the student's ids:
 a server token pairs with the student token it maps to (TokenMapper: vocabulary entry, byte-level spelling,
 `token_id:N`), or with any student token when it is '' (llama.cpp spells special tokens and partial UTF-8 bytes
 as ''); a student special token the server did not echo (llama.cpp drops BOS tokens, and the chat templates of
-SmolLM2 and others use BOS as start of turn) is skipped. Where the walk breaks (the server tokenized a sampled
-spelling differently), the rest of the row has no targets. An answer token without a target is taken out of the
+SmolLM2 and others use BOS as start of turn) is skipped. Where the server tokenized a sampled spelling of some
+text differently, the walk resumes where both sides start a token at the same place again (the tokens in between
+have no targets); text that does not survive decoding (a sample of invalid UTF-8 bytes) ends the row's targets. An answer token without a target is taken out of the
 loss (its label set to -100) rather than diluting it, and counted (`served_answer_tokens_without_targets`).
 
 In the alternatives, '' stands for the end-of-turn token (the one special token an answer ends with), so the
@@ -18,6 +21,8 @@ teacher's wish to stop is not lost to the tail bucket.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -30,7 +35,8 @@ from distilflow.train.rollout import IGNORE
 from distilflow.train.sparse_targets import TokenMapper, stored_targets
 
 
-def align(our_ids: list[int], scores: PromptScores, mapper: TokenMapper, special_ids: set[int]) -> list[int | None]:
+def align(our_ids: list[int], scores: PromptScores, mapper: TokenMapper, special_ids: set[int],
+          spell: Callable[[int], str] | None = None) -> list[int | None]:
     """For each of our positions, the index of the server entry that scores it (None: no entry)."""
     found: list[int | None] = [None] * len(our_ids)
     i = e = 0
@@ -42,8 +48,28 @@ def align(our_ids: list[int], scores: PromptScores, mapper: TokenMapper, special
         elif our_ids[i] in special_ids:
             i += 1
         else:
-            break
+            resumed = _resync(our_ids, scores.tokens, i, e, spell) if spell is not None else None
+            if resumed is None:
+                break
+            i, e = resumed
     return found
+
+
+def _resync(our_ids: list[int], tokens: list[str], i: int, e: int, spell: Callable[[int], str],
+            span: int = 32) -> tuple[int, int] | None:
+    """Where both sides start a token at the same place again, after spelling one piece of text with different
+    tokens (a sampled spelling the server's tokenizer would not choose); the tokens in between get no target."""
+    ours, theirs, ii, ee = spell(our_ids[i]), tokens[e], i + 1, e + 1
+    for _ in range(span):
+        if ours == theirs:
+            return ii, ee
+        if len(ours) <= len(theirs) and ii < len(our_ids):
+            ours, ii = ours + spell(our_ids[ii]), ii + 1
+        elif len(theirs) < len(ours) and ee < len(tokens):
+            theirs, ee = theirs + tokens[ee], ee + 1
+        else:
+            return None
+    return None
 
 
 class ServedTeacher:
@@ -54,6 +80,7 @@ class ServedTeacher:
         self.mapper = TokenMapper(tokenizer)
         self.special_ids = set(tokenizer.all_special_ids)
         self.end_of_turn = tokenizer.eos_token or ""
+        self.spell = lru_cache(maxsize=None)(lambda token: tokenizer.decode([token], clean_up_tokenization_spaces=False))
         self.stats: Counter[str] = Counter()
 
     def metrics(self) -> dict[str, int]:
@@ -69,7 +96,7 @@ class ServedTeacher:
             for b, ids in enumerate(self._rows(batch)):
                 if (batch["labels"][b] != IGNORE).any():
                     requests.append(ScoreRequest(f"{i}:{b}", self.tokenizer.decode(
-                        ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)))
+                        ids, skip_special_tokens=False, clean_up_tokenization_spaces=False), token_ids=ids))
         results = self.scorer.score(requests) if requests else {}
         return [self._with_targets(i, batch, results) for i, batch in enumerate(batches)]
 
@@ -109,7 +136,10 @@ class ServedTeacher:
 
     def _targets(self, ids: list[int], answer: list[int], scores: PromptScores) -> dict[int, tuple[list[int], list[float]]]:
         """Answer position -> (top-K ids, log-probs) where the server's entry aligns and has alternatives."""
-        entries = align(ids, scores, self.mapper, self.special_ids)
+        if scores.from_ids and len(scores.tokens) >= len(ids):  # it scored our very ids: position by position
+            entries: list[int | None] = list(range(len(ids)))
+        else:
+            entries = align(ids, scores, self.mapper, self.special_ids, self.spell)
         positions, tokens, values = [], [], []
         for j in answer:
             e = entries[j]
