@@ -5,7 +5,8 @@ student sample this way and learns from the teacher's top-K alternatives at ever
 
 The sequence goes as token ids where the server accepts them (the OpenAI protocol and vLLM do): the server then
 scores exactly the student's tokens. A server that refuses ids (llama-cpp-python's takes text only: 422) is sent
-the text from then on, which its tokenizer splits again, mostly but not always as the student did.
+the text from then on (any error status but 429 before ids have worked once), which its tokenizer splits again,
+mostly but not always as the student did.
 
 One request per sequence, `max_tokens: 1` (the one generated token is ignored; 0 means "until the context is full"
 on llama.cpp's server). Requests run concurrently on the teacher stage's machinery: at most `max_concurrency` in
@@ -139,9 +140,11 @@ class PromptLogprobScorer:
             refusal = self.endpoint.refusal(status, getattr(error, "code", None), detail)
             if refusal is not None:
                 raise refusal from None
-            if as_ids and status in (400, 422) and not self.ids_accepted:  # a server that reads text only
+            if as_ids and status != 429 and not self.ids_accepted:
+                # A server that reads text only: llama-cpp-python answers token ids with 500 (its validation error
+                # wrapped), others with 400 / 422. Until ids have worked once, any such answer switches to text.
                 self.ids_accepted = False
-                self.counts["text_prompts"] += 1
+                self.counts["requests"] += 1  # the refused id request was a call too; the text one follows
                 return await self._send(client, request)
             if status == 429 or status >= 500 or status in (408, 409):
                 raise _Retry("rate_limited" if status == 429 else "server_errors", f"{status}: {detail}",

@@ -56,8 +56,14 @@ class OnPolicyTrainer(DistillationTrainer):
         if self.served is not None and batches:
             with self._timed("score"):
                 batches = self.served.attach(batches)
-        # The step's token count is that of the answers the loss will see (samples differ in length).
-        return batches, self._get_num_items_in_batch(batches, device)
+        # The step's token count is that of the answers the loss will see (samples differ in length); a step whose
+        # every answer token lost its target (a served teacher that could not score them) divides zero by one.
+        count = self._get_num_items_in_batch(batches, device)
+        if isinstance(count, torch.Tensor):
+            count = count.clamp(min=1)
+        elif isinstance(count, int):
+            count = max(count, 1)
+        return batches, count
 
     def _with_student_answers(self, batch: dict[str, Any]) -> dict[str, Any]:
         starts = answer_starts(batch["labels"])

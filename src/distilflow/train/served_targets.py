@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from distilflow.errors import DistilflowError
 from distilflow.models import TopLogprobs
 from distilflow.teachers.base import TeacherFailure
 from distilflow.teachers.scoring import PromptLogprobScorer, PromptScores, ScoreRequest
@@ -98,6 +99,10 @@ class ServedTeacher:
                     requests.append(ScoreRequest(f"{i}:{b}", self.tokenizer.decode(
                         ids, skip_special_tokens=False, clean_up_tokenization_spaces=False), token_ids=ids))
         results = self.scorer.score(requests) if requests else {}
+        failures = [r for r in results.values() if isinstance(r, TeacherFailure)]
+        if requests and len(failures) == len(requests):  # nothing to learn from: say why rather than train on nothing
+            raise DistilflowError(f"the served teacher scored none of this step's {len(requests)} rows; the first "
+                                  f"failure: {failures[0].reason}")
         return [self._with_targets(i, batch, results) for i, batch in enumerate(batches)]
 
     @staticmethod
