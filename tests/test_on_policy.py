@@ -171,3 +171,15 @@ def test_on_policy_with_a_served_teacher_scores_through_prompt_logprobs(tmp_path
         # samples of lone UTF-8 bytes do not survive decoding)
         assert counts["refused_ids"] >= 1 and metrics["served_answer_tokens_scored"] > 0
     assert metrics["time_score_s"] > 0 and metrics["validation_kd_loss"] >= 0  # validation rows are scored too
+
+
+def test_report_states_the_served_teachers_training_calls(tmp_path):
+    from test_report_unit import _report
+
+    from distilflow.report.html import render_html
+    from distilflow.report.markdown import render_markdown
+
+    report = _report(tmp_path)
+    report["training"].update(method="on_policy", teacher_requests=42, teacher_prompt_tokens=1234)
+    assert "Teacher scoring during training: 42 requests, 1234 prompt tokens" in render_markdown(report)
+    assert "teacher scoring requests / prompt tokens" in render_html(report, {})
