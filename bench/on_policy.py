@@ -6,13 +6,14 @@ lambda = 1, the teacher scores with a chunked generalized JSD), or `--peer gkd`:
 (lambda per batch, full-logit loss). Same models, batch, prompts, beta (jsd_beta), sampling temperature 1 and
 max new tokens; distilflow runs its real train stage (`run_job(..., ["train"])`) after one shared generate stage.
 Each side runs in a fresh process, sides alternate, `--repeats` rounds each; a step's time is the wall time between
-consecutive optimizer-step ends (the first `--warmup` steps dropped); memory is the process's peak RSS (CPU) or
-`torch.cuda.max_memory_allocated` (`--device cuda`). Printed: medians, the spread over repeats, and the ratios.
+consecutive optimizer-step ends (the first `--warmup` steps dropped); memory is the process's peak RSS and the
+peak RSS during training above its size when training started (CPU), or `torch.cuda.max_memory_allocated`
+(`--device cuda`). Printed: medians, the spread (min, max) over repeats, and the ratios.
 
 Models: a random Llama teacher (4 layers, hidden 256) and student (2 layers, hidden 128) with SmolLM2's tokenizer
 (49,152 tokens, from the packaged GGUF), as in kd_vs_sft_memory.py; `--teacher-layers/--hidden` scale them.
 
-    python bench/on_policy.py                       # CPU
+    python bench/on_policy.py                       # CPU (one torch thread per side: --threads)
     python bench/on_policy.py --device cuda --hidden 1024 --teacher-layers 8 --batch 16 --max-tokens 128
 """
 
@@ -71,24 +72,48 @@ def build(root: Path, args: argparse.Namespace) -> Path:
     return job
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class _Clock:
-    """A TrainerCallback that records the wall time of every optimizer step end."""
+    """A TrainerCallback that records the wall time of every optimizer step end and, on the CPU, the resident set
+    size during training (sampled every 5 ms): its peak above the size at the start of training is the memory the
+    training itself needs (models and libraries, loaded before, are the same on both sides but not equally early)."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.start_mib = self.peak_mib = 0.0
+        self._sampling = False
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self.peak_mib = max(self.peak_mib, _rss_mib())
+            time.sleep(0.005)
 
     def callback(self) -> Any:
+        import threading
+
         from transformers import TrainerCallback
 
         clock = self
 
         class StepEnds(TrainerCallback):
+            def on_train_begin(self, *a: Any, **k: Any) -> None:
+                clock.start_mib = clock.peak_mib = _rss_mib()
+                clock._sampling = True
+                threading.Thread(target=clock._sample, daemon=True).start()
+
             def on_step_end(self, *a: Any, **k: Any) -> None:
                 if torch_cuda():
                     import torch
 
                     torch.cuda.synchronize()
                 clock.ends.append(time.perf_counter())
+
+            def on_train_end(self, *a: Any, **k: Any) -> None:
+                clock._sampling = False
 
         return StepEnds()
 
@@ -156,6 +181,7 @@ def side_main(args: argparse.Namespace) -> None:
 
     import torch
 
+    torch.set_num_threads(args.threads)
     clock = _Clock()
     job = Path(args.job)
     on_policy = {"method": "on_policy", "on_policy_ratio": args.lmbda, "divergence": "jsd", "jsd_beta": args.beta,
@@ -169,16 +195,19 @@ def side_main(args: argparse.Namespace) -> None:
         run_distilflow(job, {"method": "kd", "hidden_states": hidden}, clock)
     steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])][args.warmup:]
     if torch.cuda.is_available() and args.device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak = training = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"side": args.side, "step_s": statistics.median(steps), "peak_mib": peak}))
+        training = clock.peak_mib - clock.start_mib
+    print(json.dumps({"side": args.side, "step_s": statistics.median(steps), "peak_mib": peak,
+                      "training_mib": training}))
 
 
 def _run_side(side: str, job: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--side", side, "--job", str(job), "--device", args.device,
                "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--lmbda", str(args.lmbda), "--beta", str(args.beta), "--peer", args.peer]
+               "--warmup", str(args.warmup), "--lmbda", str(args.lmbda), "--beta", str(args.beta), "--peer", args.peer,
+               "--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -206,6 +235,9 @@ def main() -> None:
     parser.add_argument("--peer", choices=("distillation", "gkd"), default="distillation")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--teacher-layers", type=int, default=4)
+    # torch threads per side: 1 on a shared 2-core machine (two threads fighting other work for two cores made every
+    # step several times slower and the ratios noisy); raise it on a quiet machine.
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.side:
         return side_main(args)
@@ -219,13 +251,15 @@ def main() -> None:
                 results[side].append(_run_side(side, job, args))
     ratio_time = [d["step_s"] / p["step_s"] for d, p in zip(results["distilflow"], results["peer"])]
     ratio_memory = [d["peak_mib"] / p["peak_mib"] for d, p in zip(results["distilflow"], results["peer"])]
+    ratio_training = [d["training_mib"] / p["training_mib"] for d, p in zip(results["distilflow"], results["peer"])]
     hidden = [h["step_s"] / k["step_s"] for h, k in zip(results["kd_hidden"], results["kd"])]
     for side in SIDES:
         print(f"{side:10s} " + _summary("step s", [r["step_s"] for r in results[side]]) + "; "
-              + _summary("peak MiB", [r["peak_mib"] for r in results[side]]))
+              + _summary("peak MiB", [r["peak_mib"] for r in results[side]]) + "; "
+              + _summary("training MiB", [r["training_mib"] for r in results[side]]))
     print(f"on_policy vs TRL {args.peer} (lambda {args.lmbda}, beta {args.beta}, batch {args.batch}, "
           f"{args.max_tokens} new tokens): " + _summary("time ratio", ratio_time) + "; "
-          + _summary("memory ratio", ratio_memory))
+          + _summary("peak memory ratio", ratio_memory) + "; " + _summary("training memory ratio", ratio_training))
     print("kd + hidden_states vs kd: " + _summary("time ratio", hidden))
 
 

@@ -183,3 +183,32 @@ def test_report_states_the_served_teachers_training_calls(tmp_path):
     report["training"].update(method="on_policy", teacher_requests=42, teacher_prompt_tokens=1234)
     assert "Teacher scoring during training: 42 requests, 1234 prompt tokens" in render_markdown(report)
     assert "teacher scoring requests / prompt tokens" in render_html(report, {})
+
+
+def test_served_targets_mask_answer_tokens_without_scores_and_rows_that_failed(tiny_models):
+    from distilflow.models import load_tokenizer
+    from distilflow.teachers.base import TeacherFailure
+    from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
+    from distilflow.train.served_targets import ServedTeacher
+
+    tokenizer = load_tokenizer(str(tiny_models["student"]))
+    vocab = tokenizer.get_vocab()
+    the, on = vocab["The"], vocab["Ġon"]
+
+    class Scorer:  # scores row 0 by position (ids sent), with no alternatives at its last answer token; fails row 1
+        counts: dict = {}
+
+        def score(self, requests):
+            first = requests[0]
+            top = [None] + [{"The": -0.1, " on": -2.5}] * (len(first.token_ids) - 2) + [None]
+            return {first.key: PromptScores(first.key, ["x"] * len(first.token_ids), top, from_ids=True),
+                    requests[1].key: TeacherFailure(requests[1].key, "500 after 3 attempts")}
+
+    batch = _batch()
+    served = ServedTeacher(Scorer(), tokenizer, len(tokenizer))
+    out = served.attach([batch])[0]
+    assert out["labels"][0].tolist() == [IGNORE, IGNORE, IGNORE, 8, IGNORE, IGNORE]  # token 9: no alternatives
+    assert (out["labels"][1] == IGNORE).all()  # the failed row leaves the loss
+    assert out[TOPK_IDS][0, 3].tolist() == [the, on] and out[TOPK_LOGPROBS][0, 3].tolist() == pytest.approx([-0.1, -2.5])
+    assert (out[TOPK_IDS][0, :3] == -1).all()  # prompt positions carry no targets
+    assert served.stats["rows_failed"] == 1 and served.stats["answer_tokens_without_targets"] == 1
