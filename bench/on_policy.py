@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,6 +134,8 @@ def run_distilflow(job: Path, training: dict[str, Any], clock: _Clock) -> None:
     spec = yaml.safe_load(job.read_text())
     spec["training"].update(training)
     job.write_text(yaml.safe_dump(spec, sort_keys=False))
+    # A fresh training every time: the Trainer checkpoints the last step, and the same spec would resume from it.
+    shutil.rmtree(Workspace.open(job.parent / "ws").job("bench").checkpoints, ignore_errors=True)
     original = recipe.training_callbacks
     recipe.training_callbacks = lambda ctx, progress: [*original(ctx, progress), clock.callback()]
     run_job(load_spec(job), Workspace.open(job.parent / "ws"), ["train"])
@@ -185,7 +188,7 @@ def side_main(args: argparse.Namespace) -> None:
     clock = _Clock()
     job = Path(args.job)
     on_policy = {"method": "on_policy", "on_policy_ratio": args.lmbda, "divergence": "jsd", "jsd_beta": args.beta,
-                 "student_temperature": 1.0, "student_max_tokens": args.max_tokens}
+                 "student_temperature": 1.0, "student_max_tokens": args.max_tokens, "loss_chunk_size": args.chunk}
     if args.side == "distilflow":
         run_distilflow(job, on_policy, clock)
     elif args.side == "peer":
@@ -207,7 +210,7 @@ def _run_side(side: str, job: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--side", side, "--job", str(job), "--device", args.device,
                "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--lmbda", str(args.lmbda), "--beta", str(args.beta), "--peer", args.peer,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--chunk", str(args.chunk)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -238,6 +241,8 @@ def main() -> None:
     # torch threads per side: 1 on a shared 2-core machine (two threads fighting other work for two cores made every
     # step several times slower and the ratios noisy); raise it on a quiet machine.
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=1024, help="distilflow's training.loss_chunk_size")
+    parser.add_argument("--sides", default=",".join(SIDES), help="which sides to run (the ratios need their pairs)")
     args = parser.parse_args()
     if args.side:
         return side_main(args)
@@ -245,22 +250,26 @@ def main() -> None:
         raise SystemExit("TRL's DistillationTrainer is fully on-policy: use --lmbda 1, or --peer gkd")
     with tempfile.TemporaryDirectory() as folder:
         job = build(Path(folder), args)
+        sides = [side for side in SIDES if side in args.sides.split(",")]
         results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
         for _ in range(args.repeats):  # alternate the sides: a busy machine slows both alike
-            for side in SIDES:
+            for side in sides:
                 results[side].append(_run_side(side, job, args))
     ratio_time = [d["step_s"] / p["step_s"] for d, p in zip(results["distilflow"], results["peer"])]
     ratio_memory = [d["peak_mib"] / p["peak_mib"] for d, p in zip(results["distilflow"], results["peer"])]
     ratio_training = [d["training_mib"] / p["training_mib"] for d, p in zip(results["distilflow"], results["peer"])]
     hidden = [h["step_s"] / k["step_s"] for h, k in zip(results["kd_hidden"], results["kd"])]
-    for side in SIDES:
+    for side in sides:
         print(f"{side:10s} " + _summary("step s", [r["step_s"] for r in results[side]]) + "; "
               + _summary("peak MiB", [r["peak_mib"] for r in results[side]]) + "; "
               + _summary("training MiB", [r["training_mib"] for r in results[side]]))
-    print(f"on_policy vs TRL {args.peer} (lambda {args.lmbda}, beta {args.beta}, batch {args.batch}, "
-          f"{args.max_tokens} new tokens): " + _summary("time ratio", ratio_time) + "; "
-          + _summary("peak memory ratio", ratio_memory) + "; " + _summary("training memory ratio", ratio_training))
-    print("kd + hidden_states vs kd: " + _summary("time ratio", hidden))
+    if ratio_time:
+        print(f"on_policy vs TRL {args.peer} (lambda {args.lmbda}, beta {args.beta}, batch {args.batch}, "
+              f"{args.max_tokens} new tokens, loss_chunk_size {args.chunk}): " + _summary("time ratio", ratio_time)
+              + "; " + _summary("peak memory ratio", ratio_memory) + "; "
+              + _summary("training memory ratio", ratio_training))
+    if hidden:
+        print("kd + hidden_states vs kd: " + _summary("time ratio", hidden))
 
 
 if __name__ == "__main__":
