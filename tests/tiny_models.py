@@ -37,7 +37,8 @@ def build_tokenizer(folder: Path, vocab_size: int = 512):
     return tokenizer
 
 
-def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int = 0, vocab_size: int | None = None):
+def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int = 0, vocab_size: int | None = None,
+                **config_overrides):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -46,7 +47,7 @@ def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int 
         vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=True, **config_overrides,
     )
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)

@@ -90,6 +90,9 @@ def _training(train: dict[str, Any]) -> str:
     facts = [("method", fmt(train.get("method"))), ("optimizer steps", fmt(train.get("steps"))),
              ("training rows", fmt(train.get("train_rows"))), ("final training loss", fmt(train.get("train_loss"))),
              ("validation loss", fmt(train.get("validation_loss")))]
+    if train.get("teacher_requests") is not None:  # on_policy with a served teacher: these calls cost money
+        facts.append(("teacher scoring requests / prompt tokens",
+                      f"{fmt(train['teacher_requests'])} / {fmt(train.get('teacher_prompt_tokens'))}"))
     return "<h2>Training</h2>" + _table(["", ""], [[k, v] for k, v in facts], "training")
 
 

@@ -93,6 +93,9 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     if train.get("method"):
         lines += ["## Training", "", f"- Method: {train.get('method')}, steps: {train.get('steps')}, final train loss: "
                   f"{fmt(train.get('train_loss'))}, validation loss: {fmt(train.get('validation_loss'))}", ""]
+        if train.get("teacher_requests") is not None:  # on_policy with a served teacher: these calls cost money
+            lines.insert(-1, f"- Teacher scoring during training: {train['teacher_requests']} requests, "
+                             f"{train.get('teacher_prompt_tokens', 0)} prompt tokens")
     lines += ["## How this was measured", ""] + [f"- {_md_text(n)}" for n in report.get("notes", [])] + [""]
     return "\n".join(lines)
 

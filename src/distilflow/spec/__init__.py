@@ -6,11 +6,11 @@ from distilflow.spec.loading import (describe_validation_error, dump_spec, load_
                                      resolve_paths, resolve_relative)
 from distilflow.spec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
                                    AnswerMode, Device, Dtype, ModelLabel, PromptFormat, TaskType, check_name)
-from distilflow.spec.sections import (EnvRef, EvaluationSpec, GenerationSpec, Hyperparameters, LoraSpec, PruneRule,
-                                      StudentSpec, TeacherSpec, TrainingSpec)
+from distilflow.spec.sections import (AttentionSpec, EnvRef, EvaluationSpec, GenerationSpec, HiddenStatesSpec,
+                                      Hyperparameters, LoraSpec, PruneRule, StudentSpec, TeacherSpec, TrainingSpec)
 
 __all__ = ["DTYPES", "JOB_NAME_PATTERN", "LR_SCHEDULERS", "MODEL_LABELS", "TASK_TYPES", "TRAINING_METHODS", "AnswerMode",
-           "Device", "Dtype", "EnvRef", "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec",
+           "AttentionSpec", "HiddenStatesSpec", "Device", "Dtype", "EnvRef", "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec",
            "ModelLabel", "PromptFormat", "PruneRule", "StudentSpec", "TaskType", "TeacherSpec", "TrainingSpec",
            "check_name", "describe_validation_error", "dump_spec", "load_spec", "parse_spec", "resolve_model_ref",
            "resolve_paths", "resolve_relative"]

@@ -10,7 +10,7 @@ from pydantic import AfterValidator
 
 TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization", "classification")
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
-TRAINING_METHODS = ("sft", "kd", "sparse_kd")
+TRAINING_METHODS = ("sft", "kd", "sparse_kd", "on_policy")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order
 ModelLabel = Literal[MODEL_LABELS]  # type: ignore[valid-type]
 JOB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -3,7 +3,7 @@ models that forbid unknown keys and non-finite numbers, and keep secrets out (a 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -147,6 +147,24 @@ class LoraSpec(_Section):
     merge: bool = True
 
 
+LayerPairs = Literal["auto"] | list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]]
+
+
+class HiddenStatesSpec(_Section):
+    """Intermediate-layer matching: the student's layer outputs pulled towards the teacher's (local teacher)."""
+
+    weight: float = Field(1.0, ge=0)
+    layers: LayerPairs = Field("auto", description="[[student_layer, teacher_layer], ...] or auto")
+    loss: Literal["mse", "cosine"] = "mse"
+
+
+class AttentionSpec(_Section):
+    """Attention transfer: KL between the attention distributions of mapped layers, on answer positions."""
+
+    weight: float = Field(1.0, ge=0)
+    layers: LayerPairs = Field("auto", description="[[student_layer, teacher_layer], ...] or auto")
+
+
 class TrainingSpec(_Section):
     method: Literal[TRAINING_METHODS] = "sft"  # type: ignore[valid-type]
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
@@ -167,6 +185,13 @@ class TrainingSpec(_Section):
     packing: bool = False
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     device: Device = "auto"
+    # on_policy: the student samples the answers of this share of each batch; the teacher scores them token by token
+    on_policy_ratio: float = Field(0.5, ge=0, le=1, description="on_policy: share of each batch the student samples")
+    student_temperature: float = Field(1.0, gt=0, description="on_policy: the student's sampling temperature")
+    student_max_tokens: int = Field(256, ge=1, description="on_policy: new tokens per student sample")
+    teacher_top_logprobs: int = Field(8, ge=1, le=20, description="on_policy with a served teacher: K per token")
+    hidden_states: HiddenStatesSpec | None = None
+    attention: AttentionSpec | None = None
 
 
 class EvaluationSpec(_Section):

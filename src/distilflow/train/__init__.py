@@ -23,6 +23,7 @@ METHODS: dict[str, str] = {
     "sft": "distilflow.train.sft",
     "kd": "distilflow.train.kd",
     "sparse_kd": "distilflow.train.sparse_kd",
+    "on_policy": "distilflow.train.on_policy",
 }
 assert set(METHODS) == set(TRAINING_METHODS), "spec.TRAINING_METHODS and train.METHODS must name the same methods"
 

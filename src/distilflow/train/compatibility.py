@@ -53,7 +53,7 @@ def check_answer_placement(tokenizer: Any, who: str, method: str) -> None:
             f"probabilities cannot be matched to the answer's positions; {SFT_HINT}")
 
 
-def compare_chat_templates(teacher: Any, student: Any) -> None:
+def compare_chat_templates(teacher: Any, student: Any, method: str = "kd") -> None:
     """kd feeds the student's tokens to the teacher: both templates must render a conversation identically."""
     teacher_text = render_chat(teacher, _PROBE_CONVERSATION, generation_prompt=False)
     student_text = render_chat(student, _PROBE_CONVERSATION, generation_prompt=False)
@@ -61,7 +61,7 @@ def compare_chat_templates(teacher: Any, student: Any) -> None:
         at = next((i for i, (a, b) in enumerate(zip(teacher_text, student_text)) if a != b),
                   min(len(teacher_text), len(student_text)))
         raise DistilflowError(
-            "training.method kd gives the teacher the student's chat-formatted tokens, but their chat templates "
+            f"training.method {method} gives the teacher the student's chat-formatted tokens, but their chat templates "
             f"place the answer differently (teacher renders {teacher_text[at:at + 40]!r} where the student renders "
             f"{student_text[at:at + 40]!r}); use models with the same chat template, or sparse_kd, or "
             f"training.method: sft, which works across tokenizers and templates")
@@ -79,11 +79,23 @@ def _vocab_size(ref: str) -> int | None:
     return getattr(config.get_text_config(), "vocab_size", None)
 
 
-def compare_model_vocab_sizes(spec: JobSpec, tokenizer_size: int) -> None:
+def check_teacher_reads_student_tokens(spec: JobSpec, method: str) -> None:
+    """Methods that feed the student's tokens to the teacher (kd, on_policy, layer matching): one tokenizer, one
+    chat template, and heads that cover it."""
+    from distilflow.models import load_tokenizer
+
+    teacher_tokenizer = load_tokenizer(spec.teacher.model)  # the teacher must load anyway: let its error speak
+    student_tokenizer = load_tokenizer(spec.student.model)
+    check_one_tokenizer(teacher_tokenizer, student_tokenizer, method)
+    compare_chat_templates(teacher_tokenizer, student_tokenizer, method)
+    compare_model_vocab_sizes(spec, len(student_tokenizer), method)
+
+
+def compare_model_vocab_sizes(spec: JobSpec, tokenizer_size: int, method: str = "kd") -> None:
     """Each model's head must cover the tokenizer (rows beyond it are padding and are left out of the loss)."""
     for who, ref in (("teacher", spec.teacher.model), ("student", spec.student.model)):
         size = _vocab_size(ref)
         if size is not None and size < tokenizer_size:
             raise DistilflowError(
-                f"training.method kd: the {who} model's vocabulary ({size:,} rows) is smaller than its tokenizer "
+                f"training.method {method}: the {who} model's vocabulary ({size:,} rows) is smaller than its tokenizer "
                 f"({tokenizer_size:,} tokens); the tokenizer does not belong to this model; {SFT_HINT}")

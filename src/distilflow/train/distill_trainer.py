@@ -3,11 +3,14 @@ evaluation come from the Trainer; only `compute_loss` changes.
 
 loss = (alpha * divergence + (1 - alpha) * cross-entropy on the teacher's text) over the label tokens, from the
 student's last hidden states through the chunked losses of losses.py (no full-vocabulary logits). The teacher
-is either a local model run on the same batch (`kd`) or top-K log-probs carried in the batch (`sparse_kd`).
+is either a local model run on the same batch (`kd`, `on_policy`) or top-K log-probs carried in the batch
+(`sparse_kd`, `on_policy` with a served teacher). Intermediate-layer and attention matching (layer_matching.py)
+add their terms when the spec asks for them; they need the local teacher's forward pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +20,8 @@ from torch.distributed.tensor import DTensor
 from trl.models.utils import _ForwardRedirection
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
+from distilflow.train.layer_map import MatchingPlan
+from distilflow.train.layer_matching import capture_layers, matching_terms, prepare_models_for_matching
 from distilflow.train.losses import DistillSettings, Head, LossTerms, dense_kd_loss, sparse_kd_loss
 
 if TYPE_CHECKING:
@@ -61,19 +66,36 @@ def lm_head(model: Any) -> Head:
 
 class DistillationTrainer(SFTTrainer):
     def __init__(self, *args: Any, distill: DistillSettings, teacher_model: Any = None,
-                 teacher_prefix_ids: list[int] | None = None, **kwargs: Any) -> None:
+                 teacher_prefix_ids: list[int] | None = None, matching: MatchingPlan | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.teacher_model = teacher_model
         self.teacher_prefix_ids = teacher_prefix_ids  # a few-shot block only the teacher reads (context distillation)
         self._teacher_prefix: Any = None
+        self.matching = matching if matching is not None and matching.active else None
         if teacher_model is not None:
             teacher_model.to(self.args.device).eval().requires_grad_(False)
+        if self.matching is not None:
+            prepare_models_for_matching(causal_lm(self.model), teacher_model, self.matching)
         self._forward_redirection = _ForwardRedirection()
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset"]
+
+    def _captured(self, model: Any, which: str) -> Any:
+        """Forward hooks on the mapped layers of `model` (`which`: student / teacher side of each pair)."""
+        if self.matching is None:
+            return contextlib.nullcontext(None)
+        side = 0 if which == "student" else 1
+        return capture_layers(causal_lm(model), [p[side] for p in self.matching.hidden_pairs],
+                              [p[side] for p in self.matching.attention_pairs])
+
+    def teacher_forward(self, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """The local teacher's last hidden states (and its mapped layers) for this batch."""
+        with torch.no_grad(), self._captured(self.teacher_model, "teacher") as states:
+            return self._teacher_hidden(model_inputs), states
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
@@ -82,19 +104,19 @@ class DistillationTrainer(SFTTrainer):
         targets = {k: inputs[k] for k in TARGET_COLUMNS if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in TARGET_COLUMNS}
         model_inputs["use_cache"] = False
-        teacher_hidden = None
+        teacher_hidden = teacher_states = None
         if self.teacher_model is not None:
-            teacher_hidden = self._teacher_hidden(model_inputs)
+            teacher_hidden, teacher_states = self.teacher_forward(model_inputs)
         # The whole loss runs inside the (DDP/FSDP) wrapper's forward, so the wrapper sees every parameter used,
         # the LM head included (the same redirection TRL's own distillation trainer uses).
         unwrapped = self.accelerator.unwrap_model(model)
-        loss, kd_sum, ce_sum, tokens = self._forward_redirection(
-            model, unwrapped, self._student_loss, unwrapped, model_inputs, labels, teacher_hidden, targets,
-            num_items_in_batch)
+        loss, sums, tokens = self._forward_redirection(
+            model, unwrapped, self._student_loss, unwrapped, model_inputs, labels, teacher_hidden, teacher_states,
+            targets, num_items_in_batch)
         # As in SFTTrainer: `num_items_in_batch` counts the tokens of every rank and DDP averages gradients.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
-        self._record_terms(mode, kd_sum, ce_sum, tokens, inputs)
+        self._record_terms(mode, sums, tokens, inputs)
         return (loss, None) if return_outputs else loss
 
     def _teacher_hidden(self, model_inputs: dict[str, Any]) -> torch.Tensor:
@@ -112,33 +134,48 @@ class DistillationTrainer(SFTTrainer):
         return self._teacher_prefix.hidden_states(ids, torch.ones_like(ids) if mask is None else mask)
 
     def _student_loss(self, unwrapped: Any, model_inputs: dict[str, Any], labels: torch.Tensor,
-                      teacher_hidden: torch.Tensor | None, targets: dict[str, torch.Tensor],
+                      teacher_hidden: torch.Tensor | None, teacher_states: Any, targets: dict[str, torch.Tensor],
                       normalizer: torch.Tensor | int | None) -> tuple[torch.Tensor, ...]:
-        hidden = last_hidden_state(unwrapped, model_inputs)[:, :-1]  # position j predicts token j + 1
-        labels = labels[:, 1:]
+        with self._captured(unwrapped, "student") as student_states:
+            full_hidden = last_hidden_state(unwrapped, model_inputs)
+        hidden = full_hidden[:, :-1]  # position j predicts token j + 1
+        shifted = labels[:, 1:]
         layer = causal_lm(unwrapped).get_output_embeddings()
         # DeepSpeed ZeRO-3 materialises a weight only inside its module's forward: gather the head for the loss.
         with maybe_gather_lm_head_ctx(layer.weight, getattr(layer, "bias", None)):
             head = lm_head(unwrapped)
-            if teacher_hidden is not None:
-                terms: LossTerms = dense_kd_loss(hidden, head, teacher_hidden[:, :-1], lm_head(self.teacher_model),
-                                                 labels, self.distill, normalizer)
+            if targets:  # stored or served top-K targets (sparse_kd, on_policy with a served teacher)
+                terms: LossTerms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:],
+                                                  shifted, self.distill, normalizer)
             else:
-                terms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:], labels,
-                                       self.distill, normalizer)
-        return terms.loss, terms.kd_sum, terms.ce_sum, terms.tokens
+                assert teacher_hidden is not None, "a distillation batch needs a local teacher or top-K targets"
+                terms = dense_kd_loss(hidden, head, teacher_hidden[:, :-1], lm_head(self.teacher_model), shifted,
+                                      self.distill, normalizer)
+        loss, zero = terms.loss, terms.kd_sum.new_zeros(())
+        matched, hidden_sum, attention_sum = zero, zero, zero
+        if self.matching is not None:
+            # Answer positions (the tokens with a label), the same token count the divergence is divided by.
+            matched, hidden_sum, attention_sum = matching_terms(self.matching, causal_lm(unwrapped), student_states,
+                                                                teacher_states, labels != -100)
+            loss = loss + matched / _denominator(normalizer, terms.tokens, matched.device)
+        sums = torch.stack([terms.kd_sum.float(), terms.ce_sum.float(), hidden_sum.float(), attention_sum.float()])
+        return loss, sums, terms.tokens
 
-    def _record_terms(self, mode: str, kd_sum: torch.Tensor, ce_sum: torch.Tensor, tokens: torch.Tensor,
-                      inputs: dict[str, Any]) -> None:
-        """Per-token divergence and cross-entropy of this micro-batch (all ranks), logged as kd_loss / ce_loss."""
+    def _record_terms(self, mode: str, sums: torch.Tensor, tokens: torch.Tensor, inputs: dict[str, Any]) -> None:
+        """Per-token divergence, cross-entropy and matching terms of this micro-batch (all ranks), logged as kd_loss,
+        ce_loss, hidden_loss, attention_loss."""
         gather = self.accelerator.gather  # plain gather: one row per process (gather_for_metrics trims eval remainders)
-        sums = gather(torch.stack([kd_sum.float(), ce_sum.float(), tokens.float().to(kd_sum.device)])[None])
-        kd, ce, n = sums.reshape(-1, 3).sum(0).tolist()
+        row = torch.cat([sums.float(), tokens.float().to(sums.device)[None]])[None]
+        kd, ce, hidden, attention, n = gather(row).reshape(-1, 5).sum(0).tolist()
         if n > 0:
             if self.distill.alpha > 0:
                 self._metrics[mode]["kd_loss"].append(kd / n)
             if self.distill.alpha < 1:
                 self._metrics[mode]["ce_loss"].append(ce / n)
+            if self.matching is not None and self.matching.hidden_pairs:
+                self._metrics[mode]["hidden_loss"].append(hidden / n)
+            if self.matching is not None and self.matching.attention_pairs:
+                self._metrics[mode]["attention_loss"].append(attention / n)
         if mode == "train":  # tokens seen, for tokens/s (SFTTrainer counts them the same way)
             if "attention_mask" in inputs:
                 local = inputs["attention_mask"].sum()
@@ -146,3 +183,10 @@ class DistillationTrainer(SFTTrainer):
                 local = torch.tensor(inputs["input_ids"].numel(), device=inputs["input_ids"].device)
             self._total_train_tokens += int(gather(local[None]).sum().item())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+
+def _denominator(normalizer: torch.Tensor | int | None, tokens: torch.Tensor, device: torch.device) -> Any:
+    """What losses.py divides its sums by: the step's token count, or this micro-batch's own."""
+    if normalizer is None:
+        return tokens.clamp(min=1).to(device)
+    return normalizer.to(device) if isinstance(normalizer, torch.Tensor) else normalizer

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from distilflow.dist import is_main_process
 from distilflow.errors import SpecError
-from distilflow.models import load_causal_lm, load_tokenizer, pick_dtype
 from distilflow.train import recipe
-from distilflow.train.compatibility import check_one_tokenizer, compare_chat_templates, compare_model_vocab_sizes
+from distilflow.train.compatibility import check_teacher_reads_student_tokens
+from distilflow.train.layer_map import check_layer_matching, matching_plan
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -31,19 +31,8 @@ def preflight(spec: "JobSpec") -> None:
         raise SpecError(
             "training.method kd runs the teacher next to the student, so it needs a local teacher (teacher.backend: "
             "hf); with an API or recorded teacher use sparse_kd with generation.top_logprobs, or sft")
-    teacher_tokenizer = load_tokenizer(spec.teacher.model)  # the teacher must load anyway: let its error speak
-    student_tokenizer = load_tokenizer(spec.student.model)
-    check_one_tokenizer(teacher_tokenizer, student_tokenizer, "kd")
-    compare_chat_templates(teacher_tokenizer, student_tokenizer)
-    compare_model_vocab_sizes(spec, len(student_tokenizer))
-
-
-def load_teacher_model(ctx: "StageContext") -> Any:
-    """The teacher for online KD, frozen, in the dtype its spec asks for on the training device."""
-    dtype = pick_dtype(ctx.spec.teacher.dtype, recipe.training_device(ctx.spec))
-    # Loaded on the CPU; the trainer moves it to its (per-process) device.
-    model = load_causal_lm(ctx.spec.teacher.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
-    return model.eval().requires_grad_(False)
+    check_teacher_reads_student_tokens(spec, "kd")
+    check_layer_matching(spec, "kd")
 
 
 def run(ctx: "StageContext") -> dict[str, Any]:
@@ -60,8 +49,8 @@ def run(ctx: "StageContext") -> dict[str, Any]:
     plan = recipe.MethodPlan("kd", DistillationTrainer, train_rows=recipe.prompt_completion_rows(rows.train, fmt),
                              validation_rows=recipe.prompt_completion_rows(rows.validation, fmt),
                              arguments={"packing": False, "padding_free": False} if prefix_ids else {},
-                             trainer_kwargs={"distill": settings, "teacher_model": load_teacher_model(ctx),
-                                             "teacher_prefix_ids": prefix_ids})
+                             trainer_kwargs={"distill": settings, "teacher_model": recipe.load_local_teacher(ctx),
+                                             "teacher_prefix_ids": prefix_ids, "matching": matching_plan(ctx)})
     return recipe.fit(ctx, plan, model, tokenizer)
 
 

@@ -22,6 +22,7 @@ import logging
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from distilflow.dist import is_main_process
 from distilflow.errors import StageError
 from distilflow.io import atomic_folder, iter_jsonl
-from distilflow.models import pick_device, pick_dtype
+from distilflow.models import load_causal_lm, pick_device, pick_dtype
 from distilflow.train.student import load_student
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class MethodPlan:
     validation_rows: list[Row]
     arguments: dict[str, Any] = field(default_factory=dict)  # SFTConfig settings that override the spec's
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. distillation settings, teacher, collator
+    # What the trained trainer adds to the stage's metrics (e.g. on_policy's samples, teacher calls, time split).
+    report: Callable[[Any], dict[str, Any]] | None = None
 
 
 # ----- rows and student ----------------------------------------------------------------------------------------
@@ -95,6 +98,15 @@ def load_student_to_train(ctx: "StageContext") -> tuple[Any, Any]:
     """Model and tokenizer, loaded on the CPU: the Trainer moves the model to each process's device. Only the main
     process saves a pruned student's initial copy."""
     return load_student(ctx, device="cpu", save=is_main_process())
+
+
+def load_local_teacher(ctx: "StageContext") -> Any:
+    """The local teacher that scores the student's tokens (kd, on_policy, layer matching), frozen, in the dtype its
+    spec asks for on the training device."""
+    dtype = pick_dtype(ctx.spec.teacher.dtype, training_device(ctx.spec))
+    # Loaded on the CPU; the trainer moves it to its (per-process) device.
+    model = load_causal_lm(ctx.spec.teacher.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
+    return model.eval().requires_grad_(False)
 
 
 # ----- trainer arguments ---------------------------------------------------------------------------------------
@@ -304,16 +316,22 @@ def fit(ctx: "StageContext", plan: MethodPlan, model: Any, tokenizer: Any) -> di
         metrics.update(_last_logged_terms(trainer.state.log_history))
         if eval_dataset is not None:
             metrics.update(_validation_metrics(trainer.evaluate()))
+        if plan.report is not None:
+            metrics.update(plan.report(trainer))
     if main:
         save_final_model(ctx, trainer.model, tokenizer)
     return metrics
 
 
+# The loss terms a distillation trainer logs next to the loss (distill_trainer.py).
+LOSS_TERMS = ("kd_loss", "ce_loss", "hidden_loss", "attention_loss")
+
+
 def _last_logged_terms(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """The last logged training value of each distillation term (train_kd_loss, train_ce_loss)."""
+    """The last logged training value of each distillation term (train_kd_loss, train_ce_loss, ...)."""
     found: dict[str, float] = {}
     for entry in reversed(log_history):
-        for key in ("kd_loss", "ce_loss"):
+        for key in LOSS_TERMS:
             if key in entry and f"train_{key}" not in found:
                 found[f"train_{key}"] = entry[key]
     return found
@@ -321,7 +339,7 @@ def _last_logged_terms(log_history: list[dict[str, Any]]) -> dict[str, float]:
 
 def _validation_metrics(evaluation: dict[str, float]) -> dict[str, float]:
     metrics = {"validation_loss": evaluation["eval_loss"]}
-    for key in ("kd_loss", "ce_loss"):
+    for key in LOSS_TERMS:
         if f"eval_{key}" in evaluation:
             metrics[f"validation_{key}"] = evaluation[f"eval_{key}"]
     return metrics
@@ -335,9 +353,12 @@ def save_final_model(ctx: "StageContext", model: Any, tokenizer: Any) -> None:
     """
     from accelerate.utils import is_peft_model
 
+    from distilflow.train.layer_matching import detach_projections
+
     lora = ctx.spec.training.lora
     if is_peft_model(model) and (lora is None or lora.merge):
         model = model.merge_and_unload()
+    detach_projections(model.get_base_model() if is_peft_model(model) else model)  # training-only, never saved
     with atomic_folder(ctx.paths.student_final) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.padding_side = "left"  # the saved student is used for generation

@@ -16,6 +16,7 @@ from distilflow.errors import DistilflowError, SpecError
 from distilflow.models import load_tokenizer
 from distilflow.train import recipe
 from distilflow.train.compatibility import SFT_HINT, check_one_tokenizer
+from distilflow.train.layer_map import check_layer_matching, matching_plan, uses_layer_matching
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -36,6 +37,7 @@ def preflight(spec: "JobSpec") -> None:
     if spec.teacher.backend == "recorded":
         raise SpecError("training.method sparse_kd needs the teacher's top-k log-probs, which recorded "
                         "completions do not have; use sft")
+    check_layer_matching(spec, "sparse_kd")
     if spec.teacher.backend != "hf":  # API teachers name models, not tokenizers
         log.info("teacher %s has no local tokenizer to compare; its top-k tokens are mapped to the student's "
                  "vocabulary at training time", spec.teacher.model)
@@ -69,9 +71,11 @@ def run(ctx: "StageContext") -> dict[str, Any]:
         cache.close()
     _check_targets(ctx, stats)
     collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    trainer_kwargs: dict[str, Any] = {"distill": distill_settings(ctx.spec.training), "data_collator": collator}
+    if uses_layer_matching(ctx.spec):  # the local teacher runs too, for its inner layers (targets stay the stored ones)
+        trainer_kwargs.update(teacher_model=recipe.load_local_teacher(ctx), matching=matching_plan(ctx))
     plan = recipe.MethodPlan("sparse_kd", DistillationTrainer, train_rows, validation_rows,
-                             arguments={"packing": False, "padding_free": False},
-                             trainer_kwargs={"distill": distill_settings(ctx.spec.training), "data_collator": collator})
+                             arguments={"packing": False, "padding_free": False}, trainer_kwargs=trainer_kwargs)
     return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics()}
 
 
