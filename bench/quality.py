@@ -36,6 +36,8 @@ METHODS = {
     "kd_reverse": {"method": "kd", "divergence": "reverse_kl"},
     "kd_jsd": {"method": "kd", "divergence": "jsd", "jsd_beta": 0.5},
     "sparse_kd": {"method": "sparse_kd"},
+    "on_policy": {"method": "on_policy", "on_policy_ratio": 0.5, "divergence": "jsd", "jsd_beta": 0.5},
+    "kd_hidden": {"method": "kd", "divergence": "forward_kl", "hidden_states": {"weight": 1.0, "layers": "auto"}},
 }
 
 
@@ -61,14 +63,25 @@ def variant_spec(base: dict, folder: Path, name: str, training: dict, prune: lis
     return path
 
 
-def seed_from_base(workspace: Path, base: str, name: str) -> None:
-    """The variant reuses the base job's teacher answers (cache) and the teacher's evaluation (same inputs and
-    settings: the evaluate stage finds its fingerprint and skips it)."""
+def seed_from_base(workspace: Path, base: str, name: str, same_student: bool) -> None:
+    """The variant reuses the base job's teacher answers (cache) and the teacher's evaluation, and the baseline's
+    when the student starts the same (same inputs and settings: the evaluate stage finds its fingerprint and skips
+    the model; a different fingerprint is simply evaluated again)."""
     source, target = workspace / "jobs" / base, workspace / "jobs" / name
     (target / "cache").mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / "cache" / "teacher.sqlite", target / "cache" / "teacher.sqlite")
-    if (source / "eval" / "teacher").exists():
-        shutil.copytree(source / "eval" / "teacher", target / "eval" / "teacher", dirs_exist_ok=True)
+    for model in ("teacher", "baseline") if same_student else ("teacher",):
+        if (source / "eval" / model).exists():
+            shutil.copytree(source / "eval" / model, target / "eval" / model, dirs_exist_ok=True)
+
+
+def scenario_method(spec: dict) -> str | None:
+    """The METHODS entry the scenario itself uses (its base job is that method's row), if any."""
+    training = {"method": "sft", **spec.get("training", {})}
+    for name, settings in METHODS.items():
+        if all(training.get(k, "forward_kl" if k == "divergence" else None) == v for k, v in settings.items()):
+            return name
+    return None
 
 
 def row_of(workspace: Path, name: str, seconds: float) -> dict:
@@ -80,22 +93,36 @@ def row_of(workspace: Path, name: str, seconds: float) -> dict:
     return {"variant": name, "metric": primary, "score": interval["value"], "low": interval["low"],
             "high": interval["high"], "teacher": teacher["task_metrics"][primary],
             "retention": report["comparison"]["retention"], "agreement": agreement.get("value"),
-            "train_minutes": round(report["training"].get("train_runtime", 0) / 60, 2) if "train_runtime" in
-            report["training"] else None, "job_minutes": round(seconds / 60, 2),
+            "train_minutes": stage_minutes(workspace, name, "train"), "job_minutes": round(seconds / 60, 2),
             "latency_ms": distilled["latency_mean_s"] * 1000, "teacher_latency_ms": teacher["latency_mean_s"] * 1000,
             "answers_per_s": distilled.get("throughput_answers_per_s"),
-            "layers": report.get("student_layers"), "degenerate": (distilled.get("degeneration") or {}).get("degenerate")}
+            "layers": student_layers(workspace / "jobs" / name), "degenerate": (distilled.get("degeneration") or {}).get("degenerate")}
+
+
+def stage_minutes(workspace: Path, name: str, stage: str) -> float | None:
+    """Wall minutes of one stage of the job, from the job store (what `distilflow jobs show` prints)."""
+    result = subprocess.run([sys.executable, "-m", "distilflow", "jobs", "show", name, "--json", "--workspace",
+                             str(workspace)], capture_output=True, text=True, check=True)
+    record = next(s for s in json.loads(result.stdout)["stages"] if s["stage"] == stage)
+    if not record.get("started_at") or not record.get("finished_at"):
+        return None
+    return round((record["finished_at"] - record["started_at"]) / 60, 2)
+
+
+def student_layers(job: Path) -> int | None:
+    config = job / "student" / "initial" / "config.json"
+    return json.loads(config.read_text()).get("num_hidden_layers") if config.exists() else None
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| variant | score [95% CI] | retention | agreement with teacher | degenerate | latency (ms) | "
-             "answers/s | job minutes |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | layers | score [95% CI] | retention | agreement with teacher | degenerate | latency (ms) | "
+             "answers/s | train minutes | job minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def pct(v):
             return "n/a" if v is None else f"{100 * v:.1f}%"
-        lines.append(f"| {r['variant']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {pct(r['retention'])} "
+        lines.append(f"| {r['variant']} | {r['layers']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {pct(r['retention'])} "
                      f"| {pct(r['agreement'])} | {pct(r['degenerate'])} | {r['latency_ms']:.0f} "
-                     f"| {r['answers_per_s'] or 0:.1f} | {r['job_minutes']} |")
+                     f"| {r['answers_per_s'] or 0:.1f} | {r['train_minutes']} | {r['job_minutes']} |")
     return "\n".join(lines)
 
 
@@ -109,7 +136,7 @@ def frontier_plot(rows: list[dict], path: Path) -> None:
     speedups = [r["teacher_latency_ms"] / r["latency_ms"] for r in rows]
     ax.plot(speedups, [100 * r["retention"] for r in rows], "o-", color="#dd8452")
     for r, x in zip(rows, speedups):
-        ax.annotate(r["variant"].rsplit("-", 1)[-1], (x, 100 * r["retention"]), fontsize=8)
+        ax.annotate(f"{r['layers']} layers", (x, 100 * r["retention"]), fontsize=8)
     ax.set_xlabel("speed-up (teacher latency / student latency)")
     ax.set_ylabel("retention of the teacher's score (%)")
     ax.grid(alpha=0.3)
@@ -132,20 +159,23 @@ def main() -> None:
     folder = args.workspace / "specs"
     folder.mkdir(parents=True, exist_ok=True)
     stem = args.scenario.stem
-    base = f"{stem}-base"
-    run(variant_spec(base_spec, folder, base, {}, None), args.workspace)
-    rows = []
-    variants = [(f"{stem}-{m}", METHODS[m], None) for m in args.methods]
+    own = scenario_method(base_spec)
+    base = f"{stem}-{own or 'base'}"
+    seconds = run(variant_spec(base_spec, folder, base, {}, None), args.workspace)
+    rows = [row_of(args.workspace, base, seconds)] if own in args.methods or own == args.frontier_method else []
+    variants = [(f"{stem}-{m}", METHODS[m], None) for m in args.methods if m != own]
     variants += [(f"{stem}-{args.frontier_method}-L{n}", METHODS[args.frontier_method], evenly(n))
                  for n in args.frontier]
     for name, training, prune in variants:
-        seed_from_base(args.workspace, base, name)
+        seed_from_base(args.workspace, base, name, same_student=prune is None)
         seconds = run(variant_spec(base_spec, folder, name, training, prune), args.workspace)
         rows.append(row_of(args.workspace, name, seconds))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"quality-{stem}.json").write_text(json.dumps(rows, indent=2))
-    depth_rows = [r for r in rows if "-L" in r["variant"]]
+    # the depth frontier: the frontier method at every depth, the scenario's own depth (its base job) included
+    depth_rows = sorted((r for r in rows if "-L" in r["variant"] or r["variant"] == f"{stem}-{args.frontier_method}"),
+                        key=lambda r: r["layers"] or 0)
     if depth_rows:
         frontier_plot(depth_rows, RESULTS / f"quality-{stem}-frontier.svg")
     print(markdown(rows))

@@ -3,13 +3,12 @@ answers greedily, /completions with `echo` + `logprobs: K` scores the prompt the
 (BOS tokens left out of the echo, special tokens spelt '', None for the first token, the token's own log-prob
 added to its top-K dict), so the alignment of served_targets.py meets llama.cpp's quirks without llama.cpp.
 
-The first attempt of every third distinct prompt is answered 429 with Retry-After: 0, to exercise retries.
+The first attempt of every third distinct prompt (the 1st, 4th, ...) is answered 429 with Retry-After: 0, to exercise retries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections import Counter
 from typing import Any
@@ -80,10 +79,11 @@ class HFCompletionsServer:
 
     # ----- HTTP --------------------------------------------------------------------------------------------------
     def _first_attempt_refused(self, key: str) -> bool:
+        # By arrival order, not by content: the student's samples are random, and every run must see a refusal.
         with self._lock:
             first = key not in self._seen
             self._seen.add(key)
-        return first and int(hashlib.sha256(key.encode()).hexdigest(), 16) % 3 == 0
+            return first and len(self._seen) % 3 == 1
 
     def app(self) -> web.Application:
         async def handle(request: web.Request) -> web.Response:

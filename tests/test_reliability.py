@@ -72,19 +72,20 @@ def test_a_server_that_turns_to_400_ends_the_stage_and_keeps_the_answers_it_gave
     with OpenAIServer(config) as server:
         spec = api_job(tmp_path / "job", tiny_models, server.url, n_train=200, max_concurrency=4)
         failed = run_cli("generate", str(spec), "--workspace", str(workspace))
-        asked = server.stats()["requests"]
+        asked, answered = server.stats()["requests"], server.stats()["answers"]
     assert failed.returncode == 1, failed.stderr
     message = last_line(failed.stderr)
     assert "failed 20 requests in a row" in message and "rejected by the endpoint (402)" in message, message
     assert KEY not in failed.stderr + failed.stdout
     assert asked <= 30 + 20 + 4  # the answers, the 20 failures, and what was in flight
-    assert cached_answers(workspace) == 30  # every answer given before is kept
+    # every answer given before is kept (30, or a few more that were in flight when the server turned)
+    assert 30 <= cached_answers(workspace) == answered <= 30 + 4
 
     with OpenAIServer(ServerConfig()) as healthy:  # the same model, back to health
         spec = api_job(tmp_path / "job", tiny_models, healthy.url, n_train=200, max_concurrency=4)
         done = run_cli("generate", str(spec), "--workspace", str(workspace))
         assert done.returncode == 0, done.stderr
-        assert healthy.stats()["answers"] == 200 - 30  # only the rest is asked for
+        assert healthy.stats()["answers"] == 200 - answered  # only the rest is asked for
 
 
 @pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf", "0", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon"])

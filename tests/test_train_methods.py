@@ -50,7 +50,10 @@ def test_kd_job_trains_and_logs_distillation_terms(tmp_path, tiny_models, traini
     # loss = alpha * kd + (1 - alpha) * ce (default alpha 0.5), per label token
     assert metrics["validation_loss"] == pytest.approx(0.5 * metrics["validation_kd_loss"]
                                                        + 0.5 * metrics["validation_ce_loss"], rel=1e-4)
-    assert (tmp_path / "w" / "jobs" / "kd" / "student" / "final" / "model.safetensors").is_file()
+    final = tmp_path / "w" / "jobs" / "kd" / "student" / "final"
+    assert (final / "model.safetensors").is_file()
+    # Training turns the key/value cache off; the saved student must generate with it (else it is many times slower).
+    assert json.loads((final / "config.json").read_text())["use_cache"] is True
     assert {"train/loss", "train/kd_loss", "train/ce_loss", "eval/loss", "eval/kd_loss"} <= _scalars(tmp_path / "w", "kd")
     log = json.loads((tmp_path / "w" / "jobs" / "kd" / "student" / "train_log.json").read_text())
     assert any("kd_loss" in entry for entry in log)

@@ -26,6 +26,7 @@ from distilflow.dist import is_main_process
 from distilflow.errors import SpecError
 from distilflow.train import recipe
 from distilflow.train.compatibility import check_teacher_reads_student_tokens
+from distilflow.train.kd import teacher_prefix_ids
 from distilflow.train.layer_map import check_layer_matching, matching_plan
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ def run(ctx: "StageContext") -> dict[str, Any]:
                                  max_tokens=t.student_max_tokens, max_length=t.max_seq_length)
     kwargs: dict[str, Any] = {"distill": settings, "on_policy": on_policy}
     if ctx.spec.teacher.backend == "hf":
-        kwargs.update(teacher_model=recipe.load_local_teacher(ctx), matching=matching_plan(ctx))
+        # The teacher scores the student's samples after its own few-shot block, as kd does (context distillation).
+        kwargs.update(teacher_model=recipe.load_local_teacher(ctx), matching=matching_plan(ctx),
+                      teacher_prefix_ids=teacher_prefix_ids(ctx, tokenizer, rows.train[0]))
     else:
         kwargs["served"] = _served_teacher(ctx, tokenizer, model.get_output_embeddings().weight.shape[0])
     if is_main_process():
@@ -73,8 +76,9 @@ def run(ctx: "StageContext") -> dict[str, Any]:
     if t.packing:
         log.warning("training.packing is not supported with on_policy (samples replace answers row by row); "
                     "training without packing")
-    plan = recipe.MethodPlan("on_policy", OnPolicyTrainer, train_rows=recipe.prompt_completion_rows(rows.train),
-                             validation_rows=recipe.prompt_completion_rows(rows.validation),
+    fmt = ctx.spec.student.prompt_format
+    plan = recipe.MethodPlan("on_policy", OnPolicyTrainer, train_rows=recipe.prompt_completion_rows(rows.train, fmt),
+                             validation_rows=recipe.prompt_completion_rows(rows.validation, fmt),
                              arguments={"packing": False, "padding_free": False}, trainer_kwargs=kwargs,
                              report=lambda trainer: trainer.on_policy_metrics())
     return recipe.fit(ctx, plan, model, tokenizer)

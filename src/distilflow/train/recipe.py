@@ -359,6 +359,9 @@ def save_final_model(ctx: "StageContext", model: Any, tokenizer: Any) -> None:
     if is_peft_model(model) and (lora is None or lora.merge):
         model = model.merge_and_unload()
     detach_projections(model.get_base_model() if is_peft_model(model) else model)  # training-only, never saved
+    # Gradient checkpointing turns the key/value cache off in the config; a saved model without it would generate
+    # token by token over the whole sequence (many times slower), in evaluation and for every user.
+    model.config.use_cache = True
     with atomic_folder(ctx.paths.student_final) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.padding_side = "left"  # the saved student is used for generation
