@@ -82,7 +82,7 @@ def _encode(array: np.ndarray, qtype) -> tuple[np.ndarray, Any]:
     return quants.quantize(array.astype(np.float32), qtype), qtype
 
 
-def _tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
+def _tokenizer(writer: Any, folder: Path, vocab_size: int, layout: Layout) -> None:
     """A byte-level BPE tokenizer (tokenizer.json) as GGUF keys; special tokens are marked CONTROL so llama.cpp
     reads `<|im_start|>` in a rendered chat as one token."""
     import gguf
@@ -101,6 +101,9 @@ def _tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
     for index in range(vocab_size):  # a padded embedding gets unused placeholder tokens
         tokens.append(names.get(index, f"[PAD{index}]"))
         kinds.append(types.get(index, gguf.TokenType.UNUSED))
+    if layout.arch == "PHI3" and "<|end|>" not in tokens:  # llama.cpp's phi3 looks it up and fails to load without
+        raise DistilflowError("cannot export this phi3 model to GGUF: llama.cpp's phi3 needs the <|end|> token of "
+                              "Phi-3 tokenizers, which this tokenizer lacks; use --format hf")
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer(data.get("pre_tokenizer")))
     writer.add_token_list(tokens)
@@ -193,7 +196,7 @@ def write_gguf(folder: Path, target: Path, quantize: str, *, name: str, license:
         if license:
             writer.add_license(license)
         vocab = _hyperparameters(writer, config)
-        _tokenizer(writer, folder, vocab)
+        _tokenizer(writer, folder, vocab, layout)
         file_types = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                       "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
         writer.add_file_type(file_types[quantize])
