@@ -43,9 +43,10 @@ def _logits_agree(folder: Path, gguf: Path, text: str) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
-# Mistral is written with llama's layout and Qwen2 is Qwen3 less its q/k norms: those two run with the slow tests (CI),
-# which keeps the default suite's share of this file near 20 s.
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in ("mistral", "qwen2") else a
+# Phi3 (fused qkv and gate/up) and Qwen3 (q/k norms, llama.cpp's NEOX rope) run by default; Llama (also exported by
+# test_export.py), Mistral (written with llama's layout) and Qwen2 (Qwen3 less the norms, plus biases) run with the
+# slow tests (CI), which keeps the default suite's share of this file near 12 s.
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in ("llama", "mistral", "qwen2") else a
                                   for a in sorted(ARCHITECTURES)])
 def test_student_of_each_architecture_is_pruned_distilled_with_lora_evaluated_and_exported(tmp_path, tokenizer, arch):
     # The teacher is a 3-layer model of the architecture; the student its copy pruned to layers 0 and 2. (Its folder

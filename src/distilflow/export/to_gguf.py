@@ -108,7 +108,18 @@ def _tokenizer(writer: Any, folder: Path, vocab_size: int, layout: Layout) -> No
     writer.add_tokenizer_pre(_pre_tokenizer(data.get("pre_tokenizer")))
     writer.add_token_list(tokens)
     writer.add_token_types(kinds)
-    gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    # llama.cpp's default for a BPE vocabulary may differ from transformers': state whether a BOS token is added.
+    special.add_special_token.setdefault("bos", _adds_bos(folder))
+    special.add_to_gguf(writer, quiet=True)
+
+
+def _adds_bos(folder: Path) -> bool:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
