@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_job
-from llama_server import llama_cpp_server
+from conftest import run_cli, start_cli, write_job
+from llama_server import free_port, llama_cpp_server
 
 from distilflow import Client
 from distilflow.errors import DistilflowError
@@ -134,3 +134,28 @@ def test_export_refuses_bad_requests_in_one_sentence_and_writes_nothing(job, tmp
     assert list(tmp_path.iterdir()) == []
     bad = run_cli("export", NAME, "--format", "onnx", "--workspace", str(job["root"] / "w"))
     assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown export format 'onnx' (choose from hf, gguf)"
+
+
+def test_serve_prints_base_url_and_model_and_answers_over_the_openai_protocol(job):
+    import openai
+
+    port = free_port()
+    process = start_cli("serve", NAME, "--port", str(port), "--n-ctx", "256", "--workspace", str(job["root"] / "w"))
+    try:
+        lines = []
+        while not any(line.startswith("model:") for line in lines):
+            line = process.stdout.readline()
+            assert line, f"serve ended early: {''.join(lines)}"
+            lines.append(line)
+        assert f"base_url: http://127.0.0.1:{port}/v1\n" in lines and "model: student-distilled\n" in lines
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        answer = client.chat.completions.create(model="student-distilled", messages=job["prompts"][0], max_tokens=8,
+                                                temperature=0.0)
+        assert answer.choices[0].message.content == job["answers"][0]  # f16: the distilled model's greedy answer
+    finally:
+        process.terminate()
+        process.wait(30)
+    with pytest.raises(OSError):  # the llama.cpp server went with it
+        import urllib.request
+
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
