@@ -28,7 +28,9 @@ def tokenizer(tmp_path_factory):
 def _logits_agree(folder: Path, gguf: Path, text: str) -> float:
     """Largest |llama.cpp logit - transformers logit| over a prompt, relative to the largest logit."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from distilflow.models import load_causal_lm
 
     ids = AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
     llm = load_llama(gguf, n_ctx=128, logits_all=True)
@@ -38,7 +40,7 @@ def _logits_agree(folder: Path, gguf: Path, text: str) -> float:
     finally:
         llm.close()
     with torch.no_grad():
-        theirs = AutoModelForCausalLM.from_pretrained(folder)(torch.tensor([ids])).logits[0].numpy()
+        theirs = load_causal_lm(str(folder), device="cpu")(torch.tensor([ids])).logits[0].numpy()  # adapters applied
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
@@ -55,7 +57,9 @@ def test_student_of_each_architecture_is_pruned_distilled_with_lora_evaluated_an
     teacher = build_arch_model(tmp_path / f"tiny-{arch.rstrip('3')}", tokenizer, arch, layers=3, seed=1)
     job = write_job(tmp_path / "job", {"teacher": teacher, "student": teacher}, name=f"arch-{arch}", n_train=4,
                     n_val=0, n_test=2, student={"model": str(teacher), "prune": [0, 2]},
-                    training={"method": "kd", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "max_steps": 2},
+                    # Qwen3's adapter is saved unmerged: export merges it.
+                    training={"method": "kd", "max_steps": 2,
+                              "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "merge": arch != "qwen3"}},
                     generation={"max_tokens": 4},
                     evaluation={"max_tokens": 4, "warmup": 0, "models": ["distilled"], "throughput": False,
                                 "uncached_examples": 0, "bootstrap_samples": 0})
@@ -68,7 +72,10 @@ def test_student_of_each_architecture_is_pruned_distilled_with_lora_evaluated_an
     assert metrics["examples"] == 2 and metrics["parameters"] > 0
     gguf = client.models.export(f"arch-{arch}", format="gguf", quantize="f16")
     final = tmp_path / "w" / "jobs" / f"arch-{arch}" / "student" / "final"
-    assert json.loads((final / "config.json").read_text())["num_hidden_layers"] == 2
+    assert (final / "adapter_config.json").exists() is (arch == "qwen3")
+    from gguf import GGUFReader
+
+    assert GGUFReader(gguf).fields[f"{arch if arch != 'mistral' else 'llama'}.block_count"].contents() == 2
     assert _logits_agree(final, gguf, "Hello number 200, how are you? The quick brown fox") < 2e-3
 
 

@@ -359,6 +359,10 @@ def save_final_model(ctx: "StageContext", model: Any, tokenizer: Any) -> None:
     if is_peft_model(model) and (lora is None or lora.merge):
         model = model.merge_and_unload()
     detach_projections(model.get_base_model() if is_peft_model(model) else model)  # training-only, never saved
+    if is_peft_model(model) and ctx.spec.student.prune is not None:
+        # The adapter's base is the pruned copy, not the model it was pruned from (whose extra layers it would meet).
+        for config in model.peft_config.values():
+            config.base_model_name_or_path = str(ctx.paths.student_initial)
     with atomic_folder(ctx.paths.student_final) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.padding_side = "left"  # the saved student is used for generation
