@@ -249,7 +249,7 @@ def serve(
     = "127.0.0.1",
     quantize: Annotated[str, typer.Option("--quantize", help="GGUF type when the model must be converted first: "
                                           "f16 | q8_0 | q4_0")] = "f16",
-    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length (tokens).")] = 2048,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens (0: the model's own).")] = 0,
     workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
 ) -> None:
     """Serve a student over the OpenAI protocol with llama.cpp's server; prints the base_url and model name to use."""

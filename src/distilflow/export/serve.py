@@ -84,7 +84,7 @@ def _wait_until_up(process: subprocess.Popen, base_url: str, timeout_s: float = 
 
 
 def serve(workspace: Workspace, model: str, *, host: str = "127.0.0.1", port: int = 8000, quantize: str = "f16",
-          n_ctx: int = 2048, announce=print) -> int:
+          n_ctx: int = 0, announce=print) -> int:
     """Serve until interrupted (Ctrl+C or SIGTERM); announces the base_url and model name once it answers."""
     from distilflow.models.llamacpp import server_command
 
