@@ -1,5 +1,6 @@
-"""The real SmolLM2-135M-Instruct, pruned by four of its 30 layers and distilled for two steps, exported to GGUF, served
-by llama.cpp's server and scored through that endpoint: its quality matches the job's report within the interval.
+"""The real SmolLM2-135M-Instruct, pruned by four of its 30 layers and distilled for two steps, exported to GGUF (f16 and
+q8_0), served by llama.cpp's server and scored through that endpoint: its quality matches the job's report within the
+interval.
 
 Four layers, not every other one: SmolLM2 at 15 layers answers byte noise ("and Remrem_remULT tocomp..."), whose flat
 logits let f16 rounding flip greedy tokens (measured: BLEU 0.0 [0, 0] in fp32, 1.35 through llama.cpp f16; the same
@@ -40,17 +41,17 @@ def test_pruned_smollm2_student_exported_to_gguf_scores_the_same_through_llama_c
     paths = client.workspace.job("smol-ship")
     report = json.loads(paths.report_json.read_text())
     distilled = report["models"]["distilled"]
-    gguf = client.models.export("smol-ship", format="gguf", quantize="f16")
-    assert gguf.stat().st_size > 200_000_000  # 26 layers of a 135M model in f16
-
-    with llama_cpp_server(gguf=gguf, alias="smol-ship") as url:
-        served = client.models.evaluate("smol-ship", str(tmp_path / "job" / "data" / "test.jsonl"), base_url=url,
-                                        max_tokens=16, warmup=0)
-    for metric in report["metric_names"]:
-        interval = distilled["intervals"][metric]
-        assert interval["low"] <= served[metric] <= interval["high"], (metric, served[metric], interval)
     ours = [p["prediction"] for p in iter_jsonl(paths.eval_predictions("distilled"))]
-    theirs = [p["prediction"] for p in iter_jsonl(Path(served["output_dir"]) / "predictions.jsonl")]
-    assert any(ch.isalpha() for answer in theirs for ch in answer)  # words, not byte noise
-    # f16 against the fp32 model: greedy answers agree on most prompts (a near-tie may flip a token late on)
-    assert sum(a == b for a, b in zip(ours, theirs)) >= len(ours) - 1
+    for quantize, min_size in (("f16", 200_000_000), ("q8_0", 110_000_000)):  # 26 layers of a 135M model
+        gguf = client.models.export("smol-ship", format="gguf", quantize=quantize)
+        assert gguf.stat().st_size > min_size
+        with llama_cpp_server(gguf=gguf, alias="smol-ship") as url:
+            served = client.models.evaluate("smol-ship", str(tmp_path / "job" / "data" / "test.jsonl"), base_url=url,
+                                            max_tokens=16, warmup=0)
+        for metric in report["metric_names"]:
+            interval = distilled["intervals"][metric]
+            assert interval["low"] <= served[metric] <= interval["high"], (quantize, metric, served[metric], interval)
+        theirs = [p["prediction"] for p in iter_jsonl(Path(served["output_dir"]) / "predictions.jsonl")]
+        assert any(ch.isalpha() for answer in theirs for ch in answer)  # words, not byte noise
+        # against the fp32 model: greedy answers agree on most prompts (a near-tie may flip a token late on)
+        assert sum(a == b for a, b in zip(ours, theirs)) >= len(ours) - 1, (quantize, ours, theirs)

@@ -225,7 +225,7 @@ def export(
     job: Annotated[str, typer.Argument(help="The job (its name, or its spec file) whose distilled student to ship.")],
     format: Annotated[str, typer.Option("--format", help="hf (a merged folder with a model card) | gguf (one file "
                                         "for llama.cpp)")] = "hf",
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="gguf only: f16 (default) | q8_0 | q4_0")]
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="gguf only: f16 (default) | q8_0 | q4_1 | q4_0")]
     = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write (default: the job's export/ folder).")]
     = None,
@@ -248,7 +248,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")]
     = "127.0.0.1",
     quantize: Annotated[str, typer.Option("--quantize", help="GGUF type when the model must be converted first: "
-                                          "f16 | q8_0 | q4_0")] = "f16",
+                                          "f16 | q8_0 | q4_1 | q4_0")] = "f16",
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens (0: the model's own).")] = 0,
     workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
 ) -> None:

@@ -155,7 +155,7 @@ class Models:
 
     def export(self, job: str, format: str = "hf", quantize: str | None = None, out: str | Path | None = None) -> Path:
         """Ship job `job`'s distilled student: `format` "hf" (a merged folder with a model card, README.md) or "gguf"
-        (one file for llama.cpp; `quantize` f16 | q8_0 | q4_0). Returns what was written (default: the job's
+        (one file for llama.cpp; `quantize` f16 | q8_0 | q4_1 | q4_0). Returns what was written (default: the job's
         export/ folder)."""
         from distilflow.export import export_job
 

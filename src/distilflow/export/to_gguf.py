@@ -17,7 +17,7 @@ from distilflow.errors import DistilflowError
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("f16", "q8_0", "q4_0")
+QUANTIZATIONS = ("f16", "q8_0", "q4_1", "q4_0")
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ def quant_type(name: str):
     """The GGML type of a --quantize value; q4_k_m is refused because the gguf package cannot produce it."""
     from gguf import GGMLQuantizationType as Q
 
-    types = {"f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+    types = {"f16": Q.F16, "q8_0": Q.Q8_0, "q4_1": Q.Q4_1, "q4_0": Q.Q4_0}
     if name == "q4_k_m":
         raise DistilflowError("--quantize q4_k_m is not available: the gguf package has no Q4_K quantizer; use "
-                              "q4_0 or q8_0, or run llama.cpp's llama-quantize on the f16 file")
+                              "q4_1, q4_0 or q8_0, or run llama.cpp's llama-quantize on the f16 file")
     if name not in types:
         raise DistilflowError(f"unknown --quantize {name!r} (choose from {', '.join(QUANTIZATIONS)})")
     return types[name]
@@ -69,13 +69,17 @@ def _reorder_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _encode(array: np.ndarray, qtype) -> tuple[np.ndarray, Any]:
+def _encode(name: str, array: np.ndarray, qtype) -> tuple[np.ndarray, Any]:
     """Quantize a 2-D weight; norms and biases stay f32 and rows a block cannot divide fall back to f16
-    (llama.cpp needs whole blocks per row)."""
+    (llama.cpp needs whole blocks per row). With 4-bit blocks the embeddings and output head stay 8-bit, as llama.cpp's
+    own 4-bit types keep them wider (measured on SmolLM2-135M: argmax agreement with fp32 0.49 -> see bench/README)."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 
     if array.ndim < 2:
         return array.astype(np.float32), GGMLQuantizationType.F32
+    if qtype in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1) and name in ("token_embd.weight",
+                                                                                  "output.weight"):
+        qtype = GGMLQuantizationType.Q8_0
     block = GGML_QUANT_SIZES[qtype][0]
     if array.shape[-1] % block:
         qtype = GGMLQuantizationType.F16
@@ -209,12 +213,12 @@ def write_gguf(folder: Path, target: Path, quantize: str, *, name: str, license:
         vocab = _hyperparameters(writer, config)
         _tokenizer(writer, folder, vocab, layout)
         file_types = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                      "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+                      "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
         writer.add_file_type(file_types[quantize])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         tensors = _tensors(state, config, layout, arch, tied)
         for done, (tensor_name, array) in enumerate(tensors, 1):
-            data, kind = _encode(array, qtype)
+            data, kind = _encode(tensor_name, array, qtype)
             writer.add_tensor(tensor_name, data, raw_dtype=kind)
             if progress:
                 progress(done, len(tensors))
