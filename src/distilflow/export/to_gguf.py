@@ -58,6 +58,8 @@ def check_convertible(config: dict[str, Any]) -> Layout:
                               f"{', '.join(sorted(LAYOUTS))} (use --format hf for this model)")
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        # Llama 3.1+'s llama3 scaling needs llama.cpp's rope_freqs tensor; llama-cpp-python 0.3.36 refused the one
+        # written here ("wrong number of tensors"), so it is refused rather than shipped unchecked.
         raise DistilflowError(f"cannot export to GGUF: rope scaling {rope.get('rope_type')!r} is not converted yet "
                               "(use --format hf)")
     return LAYOUTS[model_type]
