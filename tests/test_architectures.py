@@ -91,3 +91,19 @@ def test_export_refuses_an_architecture_llama_cpp_layout_is_not_written_for(tmp_
                                               r"llama, mistral, phi3, qwen2, qwen3 \(use --format hf"):
         write_gguf(folder, tmp_path / "out.gguf", "q8_0", name="gpt2")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_refuses_llama3_rope_scaling_in_one_sentence(tmp_path, tokenizer):
+    import transformers
+
+    from distilflow.export.to_gguf import write_gguf
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=4, rope_parameters=rope)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "llama31")
+    with pytest.raises(DistilflowError, match=r"^cannot export to GGUF: rope scaling 'llama3' is not converted yet "
+                                              r"\(use --format hf\)$"):
+        write_gguf(tmp_path / "llama31", tmp_path / "out.gguf", "f16", name="llama31")
+    assert not list(tmp_path.glob("*.gguf"))
