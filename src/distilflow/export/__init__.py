@@ -82,6 +82,7 @@ def _export_hf(source: ExportSource, target: Path) -> Path:
 
     report = read_json(source.paths.report_json, default={}) or {}
     card = model_card(source.spec, report, title=source.name, base_license=model_license(resolve_model_ref(source.spec.student.model)))
+    log.info("exporting %s to %s (safetensors, tokenizer, chat template, model card)", source.name, target)
     with merged_student(source) as folder, atomic_folder(target) as staging:
         model = AutoModelForCausalLM.from_pretrained(folder)
         model.save_pretrained(staging, safe_serialization=True)  # writes generation_config.json too
