@@ -52,7 +52,7 @@ class EndpointPool:
 
     def _pick(self, now: float) -> Route | None:
         open_routes = [r for r in self.routes if r.cooling_until <= now and r.in_flight < self.per_endpoint]
-        return min(open_routes, key=lambda r: (r.in_flight, -r.answers)) if open_routes else None
+        return min(open_routes, key=lambda r: (r.in_flight, r.answers)) if open_routes else None
 
     @asynccontextmanager
     async def route(self) -> AsyncIterator[Route]:
