@@ -54,7 +54,8 @@ class ExportSource:
 
     def default_target(self, fmt: ExportFormat, quantize: str) -> Path:
         folder = self.paths.root / "export"
-        return folder / "hf" if fmt == "hf" else folder / f"{self.name}-{quantize}.gguf"
+        # The folder carries the model's name: what `serve` and `vllm serve` call it by default.
+        return folder / self.name if fmt == "hf" else folder / f"{self.name}-{quantize}.gguf"
 
 
 @contextmanager
