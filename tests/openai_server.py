@@ -64,7 +64,7 @@ class ServerConfig:
     answers: dict[str, list[str]] = field(default_factory=dict)  # prompt substring -> fixed sample texts
     echo_auth_in_errors: bool = False    # error bodies quote the Authorization header (scrubbing test)
     force_status: int | None = None      # every request gets this error status (401, 404, ...)
-    force_status_after: int = 0          # ... once this many answers were given (a server that goes bad mid-run)
+    force_status_after: int = 0          # ... once this many requests were let through (a server that goes bad mid-run)
     ignore_n: bool = False               # answer one choice whatever `n` asks (like some local servers)
 
 
@@ -73,6 +73,7 @@ class _State:
         self.lock = threading.Lock()
         self.attempts: Counter[str] = Counter()     # prompt -> requests received
         self.answered: Counter[str] = Counter()     # prompt -> answers generated (billed), delivered or not
+        self.granted = 0                            # requests given no fault on arrival (force_status_after counts them)
         self.faults: Counter[str] = Counter()       # fault kind -> count
         self.in_flight = 0
         self.max_in_flight = 0
@@ -150,9 +151,10 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            fault = _fault(config, prompt, attempt, sum(state.answered.values()))
-            if fault:
-                with state.lock:
+            with state.lock:  # decided and counted at once: requests in flight cannot all slip under the limit
+                fault = _fault(config, prompt, attempt, state.granted)
+                state.granted += fault is None
+                if fault:
                     state.faults[fault] += 1
             await asyncio.sleep(config.slow_latency if fault == "slow" else config.latency)
             detail = f" (you sent {_credentials(request)})" if config.echo_auth_in_errors else ""

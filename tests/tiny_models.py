@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -50,6 +51,36 @@ def build_model(folder: Path, tokenizer, *, layers: int, hidden: int, seed: int 
         tie_word_embeddings=True, **config_overrides,
     )
     model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# The architectures of the students users name first (Phi-3/3.5/4-mini are Phi3, Llama 3.x and SmolLM2 are Llama), at
+# tiny size: model_type -> the transformers config class.
+ARCHITECTURES = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
+                 "phi3": "Phi3Config"}
+
+
+def build_arch_model(folder: Path, tokenizer, arch: str, *, layers: int = 2, hidden: int = 64, seed: int = 0):
+    """A tiny random model of architecture `arch` (a key of ARCHITECTURES), with the shared tokenizer."""
+    import torch
+    import transformers
+
+    if arch == "phi3":  # Phi-3 tokenizers end a turn with <|end|>; llama.cpp's phi3 looks it up
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]})
+    torch.manual_seed(seed)
+    config = getattr(transformers, ARCHITECTURES[arch])(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=arch != "phi3")
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # random norms and biases, so a layout mistake in a converter cannot hide behind ones/zeros
+        for name, param in model.named_parameters():
+            if param.ndim == 1:
+                param.normal_(1.0 if "norm" in name else 0.0, 0.1)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -220,6 +220,51 @@ def evaluate_model(
     _guard(debug, action)
 
 
+@app.command()
+def export(
+    job: Annotated[str, typer.Argument(help="The job (its name, or its spec file) whose distilled student to ship.")],
+    format: Annotated[str, typer.Option("--format", help="hf (a merged folder with a model card) | gguf (one file "
+                                        "for llama.cpp)")] = "hf",
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="gguf only: f16 (default) | q8_0 | q4_1 | q4_0")]
+    = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write (default: the job's export/ folder).")]
+    = None,
+    workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
+) -> None:
+    """Ship a job's distilled student as a Hugging Face folder (with a model card) or a quantized GGUF file."""
+
+    def action() -> None:
+        written = _client(workspace, config).models.export(job, format, quantize, out)
+        typer.echo(f"exported: {written}")
+
+    _guard(debug, action)
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="A job (its distilled student), a registered model, a .gguf file or a "
+                                              "Hugging Face folder.")],
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")]
+    = "127.0.0.1",
+    quantize: Annotated[str, typer.Option("--quantize", help="GGUF type when the model must be converted first: "
+                                          "f16 | q8_0 | q4_1 | q4_0")] = "f16",
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens (0: the model's own).")] = 0,
+    workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
+) -> None:
+    """Serve a student over the OpenAI protocol with llama.cpp's server; prints the base_url and model name to use."""
+
+    def action() -> None:
+        from distilflow.export.serve import serve as run_server
+
+        status = run_server(_client(workspace, config).workspace, model, host=host, port=port, quantize=quantize,
+                            n_ctx=n_ctx, announce=lambda line: typer.echo(line))
+        if status not in (0, -15):
+            raise DistilflowError(f"the llama.cpp server stopped with status {status}")
+
+    _guard(debug, action)
+
+
 def _age(timestamp: float | None) -> str:
     if not timestamp:
         return "-"

@@ -153,6 +153,14 @@ class Models:
         return EvaluationResults(evaluate_model(self.workspace, target, test_data, task_type or job_task or
                                                 "conversation", metrics=metrics, settings=settings))
 
+    def export(self, job: str, format: str = "hf", quantize: str | None = None, out: str | Path | None = None) -> Path:
+        """Ship job `job`'s distilled student: `format` "hf" (a merged folder with a model card, README.md) or "gguf"
+        (one file for llama.cpp; `quantize` f16 | q8_0 | q4_1 | q4_0). Returns what was written (default: the job's
+        export/ folder)."""
+        from distilflow.export import export_job
+
+        return export_job(self.workspace, job, format, quantize, out)  # type: ignore[arg-type]
+
     def list(self) -> list[RegisteredModel]:
         """The models completed jobs registered, with the job and the report each came from (oldest first)."""
         return JobStore(self.workspace.db_path).registered_models()

@@ -43,6 +43,8 @@ class ModelTarget(BaseModel):
 
     @classmethod
     def served(cls, endpoint: TeacherSpec, section: str | None) -> "ModelTarget":
+        # A teacher spread over several endpoints is timed at its first: latency figures are one endpoint's.
+        endpoint = endpoint.endpoints()[0]
         return cls(model=endpoint.model, kind="api", endpoint=endpoint, endpoint_section=section)
 
     @classmethod

@@ -61,7 +61,8 @@ def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInput
 
 def format_estimate(estimate: dict[str, Any]) -> str:
     e = estimate
-    where = f" at {e['base_url']}" if e.get("base_url") else ""
+    urls = e.get("base_url") or []
+    where = f" at {', '.join(urls) if isinstance(urls, list) else urls}" if urls else ""
     lines = [
         "dry run: nothing was sent to the teacher",
         f"teacher:           {e['backend']} {e['model']}{where}",

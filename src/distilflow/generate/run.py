@@ -43,6 +43,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
         failures, usage = _ask_teacher(ctx, teacher, cache, pending, params, already=len(known), total=len(all_requests))
         elapsed = time.monotonic() - started
         teacher_stats = teacher.stats()
+        by_endpoint = teacher.answers_by_endpoint()
     finally:
         teacher.close()
 
@@ -67,7 +68,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
         cache.close()
     this_run = {"answers": len(pending) - len(failures), "seconds": round(elapsed, 3),
                 "answers_per_s": round((len(pending) - len(failures)) / elapsed, 2) if elapsed > 0 else None,
-                **usage, **teacher_stats}
+                **usage, **teacher_stats, **({"answers_by_endpoint": by_endpoint} if by_endpoint else {})}
     cost = spec.teacher.cost_usd(totals["prompt_tokens"], totals["completion_tokens"])
     return {"requests": len(all_requests), "cached_before": len(known), "failed": len(failures), **totals,
             **({"cost_usd": round(cost, 6)} if cost is not None else {}), "this_run": this_run, **summary}

@@ -45,6 +45,7 @@ class OpenAIEndpoint:
     teacher (`teacher.base_url`), None for a model given on its own (`base_url`)."""
 
     def __init__(self, spec: TeacherSpec, section: str | None = "teacher") -> None:
+        spec = spec.endpoints()[0]  # a teacher spread over several endpoints: this client serves the first
         self.spec = spec
         self.role = section or "model"
         self._prefix = f"{section}." if section else ""

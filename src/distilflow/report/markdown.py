@@ -76,6 +76,10 @@ def _md_teacher_stage(stage: dict[str, Any]) -> list[str]:
              f"- Tokens in/out: {stage.get('prompt_tokens', 'n/a')}/{stage.get('completion_tokens', 'n/a')}"]
     if stage.get("cost_usd") is not None:
         lines.append(f"- Teacher cost: ${stage['cost_usd']:.4f}")
+    by_endpoint = (stage.get("this_run") or {}).get("answers_by_endpoint") or {}
+    if by_endpoint:
+        lines.append("- Answers per endpoint (this run): " + ", ".join(f"{_md_code(url)} {count}"
+                                                                      for url, count in by_endpoint.items()))
     lines += [f"- Rejected for {_md_code(reason)}: {count}" for reason, count in sorted(reasons.items(),
                                                                                       key=lambda kv: -kv[1])]
     return lines + [""]

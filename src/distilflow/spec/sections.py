@@ -36,7 +36,8 @@ class TeacherSpec(_Section):
     model: str = Field(description="Model name at the endpoint, HF hub id, local directory or .gguf path")
     backend: Literal["hf", "openai", "vllm", "recorded"] = "hf"
     # OpenAI-compatible endpoints (hosted APIs, Azure OpenAI, vLLM/SGLang/llama.cpp/Ollama servers)
-    base_url: str | None = None
+    # A list spreads the requests over several endpoints serving the same model (teachers/routing.py).
+    base_url: str | list[str] | None = None
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
     api_version: str | None = Field(None, description="Azure OpenAI api-version; selects the Azure client")
     headers: dict[str, str | EnvRef] = Field(default_factory=dict, description="credentials as {env: NAME}")
@@ -79,10 +80,25 @@ class TeacherSpec(_Section):
 
     @field_validator("base_url")
     @classmethod
-    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+    def _no_credentials_in_url(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one URL (or leave base_url out)")
+            if len(set(value)) != len(value):
+                raise ValueError("lists the same URL twice")
+            for i, url in enumerate(value):
+                check_url(url, f"base_url[{i}]")
+            return value[0] if len(value) == 1 else value
         if value is not None:
             check_url(value, "base_url")
         return value
+
+    def endpoints(self) -> list["TeacherSpec"]:
+        """This teacher once per base_url (each with one URL); itself when it has one URL or none. What serves one
+        endpoint only (evaluation's timing, scoring) uses the first."""
+        if not isinstance(self.base_url, list):
+            return [self]
+        return [self.model_copy(update={"base_url": url}) for url in self.base_url]
 
     def resolved_headers(self) -> dict[str, str]:
         """Header values for a request: {env: NAME} references read from the environment now."""

@@ -72,6 +72,10 @@ class Teacher(ABC):
         """Counters so far (requests sent, retries, errors by kind), for the progress line and the metrics."""
         return {}
 
+    def answers_by_endpoint(self) -> dict[str, int]:
+        """Answers each endpoint gave in this run, when the teacher is spread over several (else empty)."""
+        return {}
+
     def close(self) -> None:
         """Release models, connections and threads."""
 

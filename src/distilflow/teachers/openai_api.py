@@ -38,6 +38,7 @@ from distilflow.teachers.base import (
     TopLogprobs,
 )
 from distilflow.teachers.limits import CircuitBreaker, CircuitOpen, TokenBucket, backoff_delay, parse_retry_after
+from distilflow.teachers.routing import EndpointPool, Route
 from distilflow.teachers.token_estimate import estimate_prompt_tokens
 
 # The name callers know this error by; it is the shared endpoint's (one wording for teacher and evaluation).
@@ -64,8 +65,11 @@ def endpoint_identity(spec: TeacherSpec) -> dict[str, Any]:
 class OpenAITeacher(Teacher):
     def __init__(self, spec: TeacherSpec) -> None:
         self.spec = spec
-        self.endpoint = OpenAIEndpoint(spec, section="teacher")  # checks the Azure settings now
+        # One per teacher.base_url (a list: several replicas of one teacher); each checks its Azure settings now.
+        self.endpoints = [OpenAIEndpoint(one, section="teacher") for one in spec.endpoints()]
+        self.endpoint = self.endpoints[0]  # its wording and key scrubbing serve every message
         self.counts: Counter[str] = Counter()
+        self.pool: EndpointPool | None = None
 
     def identity(self) -> dict[str, Any]:
         return endpoint_identity(self.spec)
@@ -76,30 +80,37 @@ class OpenAITeacher(Teacher):
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
 
+    def answers_by_endpoint(self) -> dict[str, int]:
+        return self.pool.answers_by_endpoint() if self.pool is not None and len(self.endpoints) > 1 else {}
+
     # ----- generation -----------------------------------------------------------------------
     def generate(
         self,
         requests: Sequence[TeacherRequest],
         params: GenerationParams,
     ) -> Iterator[TeacherResult]:
-        self.endpoint.open_key()
+        for endpoint in self.endpoints:
+            endpoint.open_key()
         spec = self.spec
-        holder: dict[str, Any] = {}
+        pool = self.pool = EndpointPool([Route(e.spec.base_url or "default", e) for e in self.endpoints],
+                                        spec.max_concurrency)
         rpm = TokenBucket(spec.requests_per_minute) if spec.requests_per_minute else None
         tpm = TokenBucket(spec.tokens_per_minute) if spec.tokens_per_minute else None
         breaker = CircuitBreaker(spec.max_consecutive_failures)  # shared by every request in flight
 
         async def start() -> None:
-            holder["client"] = self.endpoint.async_client(spec.max_concurrency)
+            for route in pool.routes:
+                route.client = route.endpoint.async_client(spec.max_concurrency)
 
         async def finish() -> None:
-            client = holder.pop("client", None)
-            if client is not None:
-                await client.close()
+            for route in pool.routes:
+                client, route.client = route.client, None
+                if client is not None:
+                    await client.close()
 
         async def ask(request: TeacherRequest) -> TeacherResult:
             try:
-                result = await self._ask(holder["client"], request, params, rpm, tpm, breaker)
+                result = await self._ask(pool, request, params, rpm, tpm, breaker)
                 if isinstance(result, TeacherFailure):
                     breaker.failure(result.reason)
                 else:
@@ -109,11 +120,26 @@ class OpenAITeacher(Teacher):
             return result
 
         try:
-            yield from answer_concurrently(requests, ask, spec.max_concurrency, start, finish)
+            yield from answer_concurrently(requests, ask, pool.capacity, start, finish)
         finally:
-            self.endpoint.forget_key()
+            for endpoint in self.endpoints:
+                endpoint.forget_key()
 
-    async def _ask(self, client, request: TeacherRequest, params: GenerationParams, rpm: TokenBucket | None,
+    async def _attempt(self, pool: EndpointPool, request: TeacherRequest, params: GenerationParams, n: int,
+                       offset: int) -> tuple[list[tuple[str, str, TopLogprobs | None]], int, int]:
+        """One try at the endpoint the pool picks; its outcome tells the pool whether that endpoint is unwell (a 429
+        says busy, not broken)."""
+        async with pool.route() as route:
+            try:
+                got = await self._send(route, request, params, n, offset)
+            except _Retryable as error:
+                if error.kind != "rate_limited":
+                    pool.failed(route)
+                raise
+            pool.succeeded(route)
+            return got
+
+    async def _ask(self, pool: EndpointPool, request: TeacherRequest, params: GenerationParams, rpm: TokenBucket | None,
                    tpm: TokenBucket | None, breaker: CircuitBreaker) -> TeacherResult:
         """All samples of one request: retried as needed; a failure is returned, never raised (unless fatal).
         An unreachable endpoint counts on `breaker` at every attempt (retrying cannot help if nothing listens)."""
@@ -132,7 +158,7 @@ class OpenAITeacher(Teacher):
                 await rpm.acquire(1)
             try:
                 self.counts["requests"] += 1
-                got, prompt_tokens, completion_tokens = await self._send(client, request, params, wanted, len(texts))
+                got, prompt_tokens, completion_tokens = await self._attempt(pool, request, params, wanted, len(texts))
             except _Retryable as error:
                 self.counts[error.kind] += 1
                 if tpm is not None:
@@ -163,10 +189,11 @@ class OpenAITeacher(Teacher):
                              completion_tokens=usage[1], finish_reasons=reasons[:params.num_samples],
                              top_logprobs=logprobs[:params.num_samples] if params.top_logprobs else None)
 
-    async def _send(self, client, request: TeacherRequest, params: GenerationParams, n: int,
+    async def _send(self, route: Route, request: TeacherRequest, params: GenerationParams, n: int,
                     offset: int) -> tuple[list[tuple[str, str, TopLogprobs | None]], int, int]:
         import openai
 
+        client, where = route.client, route.endpoint.where
         kwargs: dict[str, Any] = {"model": self.spec.model, "messages": request.messages,
                                   "max_tokens": params.max_tokens, "temperature": params.temperature,
                                   "top_p": params.top_p}
@@ -187,13 +214,13 @@ class OpenAITeacher(Teacher):
             response = await client.post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APITimeoutError as error:
             if (cause := _unreachable(error)) is not None:
-                raise _Retryable("unreachable", f"cannot connect to {self.endpoint.where} ({cause})") from None
+                raise _Retryable("unreachable", f"cannot connect to {where} ({cause})") from None
             if _dropped(error):  # the SDK's aiohttp transport reports a dropped connection as a timeout
                 raise _Retryable("connection_errors", "the connection was dropped before an answer") from None
             raise _Retryable("timeouts", f"no answer within teacher.timeout={self.spec.timeout:g}s") from None
         except openai.APIConnectionError as error:
             if (unreachable := _unreachable(error)) is not None:
-                raise _Retryable("unreachable", f"cannot connect to {self.endpoint.where} ({unreachable})") from None
+                raise _Retryable("unreachable", f"cannot connect to {where} ({unreachable})") from None
             cause = error.__cause__ or error
             raise _Retryable("connection_errors", f"connection failed ({cause.__class__.__name__})") from None
         except openai.APIResponseValidationError:

@@ -362,6 +362,10 @@ def save_final_model(ctx: "StageContext", model: Any, tokenizer: Any) -> None:
     # Gradient checkpointing turns the key/value cache off in the config; a saved model without it would generate
     # token by token over the whole sequence (many times slower), in evaluation and for every user.
     model.config.use_cache = True
+    if is_peft_model(model) and ctx.spec.student.prune is not None:
+        # The adapter's base is the pruned copy, not the model it was pruned from (whose extra layers it would meet).
+        for config in model.peft_config.values():
+            config.base_model_name_or_path = str(ctx.paths.student_initial)
     with atomic_folder(ctx.paths.student_final) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.padding_side = "left"  # the saved student is used for generation
