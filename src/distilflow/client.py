@@ -32,11 +32,13 @@ class DistillationJob(BaseModel):
     validation_data: str | None = None
     test_data: str | None = None
     teacher: dict[str, Any] | None = None
+    teachers: list[dict[str, Any]] | None = None  # several teachers, each {name, model, ...}: see generation.combine
     student: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = None
     generation: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    tune: dict[str, Any] | None = None  # what `jobs.tune` searches (ranges or choices per setting)
     output_model_name: str | None = None  # registered name of the distilled student (default STUDENT-distilled)
 
     def to_spec(self, base_dir: str | Path = ".", catalog: WorkspaceConfig | None = None) -> JobSpec:
@@ -48,7 +50,9 @@ class DistillationJob(BaseModel):
             teacher["model"] = data.pop("teacher_model")
         if "student_model" in data:
             student["model"] = data.pop("student_model")
-        data["teacher"], data["student"] = teacher, student
+        if teacher or "teachers" not in data:
+            data["teacher"] = teacher
+        data["student"] = student
         if catalog is not None:
             data = catalog.resolve_job(data, Path(base_dir).resolve())
         return parse_spec(data, "DistillationJob", Path(base_dir).resolve(),
