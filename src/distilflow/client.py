@@ -84,6 +84,15 @@ class Jobs:
         assert record is not None
         return record
 
+    def tune(self, job: DistillationJob | JobSpec | dict[str, Any], trials: int | None = None,
+             budget_minutes: float | None = None) -> dict[str, Any]:
+        """Search the job's training settings (what `distilflow tune` does), in this process: the teacher stage runs
+        once, each trial is scored on the validation set, the best settings go to best.yaml and only the chosen
+        student is scored on the test set. Run it again to resume a search that was stopped. Returns the summary."""
+        from distilflow.tune import tune_job
+
+        return tune_job(self._spec(job), self.workspace, trials=trials, budget_minutes=budget_minutes)
+
     def get(self, name: str) -> JobRecord:
         """The job: its status (which also equals Azure ML's spelling: "Completed"), stages and registered models."""
         return self.store.get(name)

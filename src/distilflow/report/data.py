@@ -238,6 +238,9 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
         "teacher_stage": ctx.stage_metrics("generate"),
         "training": train,
     })
+    tuning = read_json(ctx.paths.tune_summary, default=None)
+    if tuning:  # distilflow tune ran: its trials and the chosen student's test score
+        report["tuning"] = tuning
     if isinstance(task, ClassificationTask):
         report["confusion"] = {label: confusion_counts(task, rows) for label, rows in predictions.items() if rows}
     if not ctx.examples("test"):

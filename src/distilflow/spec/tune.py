@@ -51,6 +51,8 @@ class TuneRange(_Section):
                 raise ValueError("low must not be above high")
             if self.log and self.low <= 0:
                 raise ValueError("a log range needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("a range is either on a log scale or in steps, not both")
         return self
 
 
@@ -61,6 +63,7 @@ class TuneSpec(_Section):
     budget_minutes: float | None = Field(None, gt=0, description="stop the search after this long (--budget-minutes)")
     space: dict[str, TuneRange] = Field(default_factory=dict, description="setting -> range or choices")
     pruner: str = Field("median", pattern="^(median|none)$", description="stop trials whose first scores lag")
+    startup_trials: int = Field(2, ge=0, description="finished trials before the pruner compares")
     seed: int = 0
 
     @field_validator("space")

@@ -305,7 +305,8 @@ def fit(ctx: "StageContext", plan: MethodPlan, model: Any, tokenizer: Any) -> di
     with ctx.progress("train", None, description) if main else contextlib.nullcontext() as progress:
         trainer = plan.trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                      processing_class=tokenizer, peft_config=lora_config(ctx),
-                                     callbacks=training_callbacks(ctx, progress) if main else [],
+                                     callbacks=[*(training_callbacks(ctx, progress) if main else []),
+                                                *ctx.callbacks],
                                      **plan.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our progress bar shows the loss
         result = trainer.train(resume_from_checkpoint=resume_from)

@@ -1,0 +1,49 @@
+"""The teachers section of the report (several teachers, generation.combine): each teacher's quality against the
+references of the training and validation inputs, its share of the kept answers, its cost, and the agreement
+matrix. Shared by report.md and report.html."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilflow.report.tables import fmt
+from distilflow.report.tuning import markdown_table
+
+
+def teachers_table(stage: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    teachers = stage.get("teachers") or {}
+    if not teachers:
+        return None
+    header = ["teacher", "model", "asked", "failed", "agrees with reference", "kept", "share of kept",
+              "tokens in / out", "cost (USD)"]
+    rows = []
+    for name, t in teachers.items():
+        quality = t.get("reference_agreement") or {}
+        agrees = f"{fmt(quality.get('rate'), 'pct')} (n={quality.get('n')})" if quality else "n/a"
+        rows.append([name, str(t.get("model")), fmt(t.get("asked")), fmt(t.get("failed")), agrees, fmt(t.get("kept")),
+                     fmt(t.get("kept_share"), "pct"),
+                     f"{fmt(t.get('prompt_tokens'), 'int')} / {fmt(t.get('completion_tokens'), 'int')}",
+                     fmt(t.get("cost_usd"))])
+    return header, rows
+
+
+def agreement_table(stage: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Teacher x teacher: the share of common inputs on which they agree (chrF/100 for free text), and n."""
+    matrix = stage.get("agreement_matrix") or {}
+    names = list(matrix)
+    if len(names) < 2:
+        return None
+    rows = [[a, *["-" if a == b else (f"{fmt(matrix[a][b]['agreement'], 'pct')} (n={matrix[a][b]['n']})"
+                                      if b in matrix[a] else "n/a") for b in names]] for a in names]
+    return ["", *names], rows
+
+
+def teams_markdown(stage: dict[str, Any]) -> list[str]:
+    table = teachers_table(stage)
+    if table is None:
+        return []
+    lines = ["## Teachers", "", f"Combined by `{stage.get('combine')}`.", "", *markdown_table(*table)]
+    agreement = agreement_table(stage)
+    if agreement is not None:
+        lines += ["### Agreement between teachers", "", *markdown_table(*agreement)]
+    return lines
