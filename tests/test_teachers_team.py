@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_job
+from distilflow.jobs.runner import run_job
 from distilflow.jobs.store import JobStore
+from distilflow.spec import load_spec
+from distilflow.workspace import Workspace
 from distilflow.generate.combine import Vote, route_of, vote
 from distilflow.spec import TeamTeacherSpec
 from distilflow.tasks import Example, get_task
@@ -109,8 +112,7 @@ def test_best_of_cascade_asks_the_second_teacher_only_where_the_first_failed(tmp
         assert asked(a) == set(range(9))
         assert asked(b) == {3, 5, 7}  # counted at the second server: only the failed and the wrong rows
         assert sum(b.stats()["attempts"].values()) == 3
-        again = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
-        assert again.returncode == 0, again.stderr
+        run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate"])  # again, from Python
         assert sum(b.stats()["attempts"].values()) == 3  # answers are cached per teacher: nobody is asked twice
     rows = read_rows(tmp_path / "ws" / "jobs" / "team" / "synthetic" / "train.jsonl")
     by_teacher = {row["id"]: row["teacher"] for row in rows}
@@ -140,8 +142,7 @@ def test_route_by_field_and_adding_a_teacher_asks_only_the_new_one(tmp_path, tin
         # The same job voting: "small" and "big" already answered their rows; only the missing ones are asked.
         spec = team_job(tmp_path / "vote", tiny_models["student"], [teacher("small", a), teacher("big", b)], "vote")
         before_a, before_b = sum(a.stats()["attempts"].values()), sum(b.stats()["attempts"].values())
-        result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
-        assert result.returncode == 0, result.stderr
+        run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate"])
         assert sum(a.stats()["attempts"].values()) - before_a == 3  # the hard rows, new to it
         assert sum(b.stats()["attempts"].values()) - before_b == 6
 
