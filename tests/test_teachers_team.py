@@ -165,3 +165,23 @@ def test_route_pattern_and_fallback_and_free_text_vote():
     weighted = [Vote("a", 2.0, "k1", ["#### 3"]), Vote("b", 1.0, "k2", ["#### 4"])]
     kept, record = vote(math, weighted)
     assert kept is not None and kept.teacher == "a" and record["agreement"] == round(2 / 3, 4)
+
+
+def test_kd_with_two_local_teachers_learns_their_mixture(tmp_path, tiny_models):
+    """Two local teachers sharing the student's tokenizer: both answer (vote on free text: the closest by chrF is
+    kept), and kd trains against the weighted mixture of their distributions."""
+    spec = write_job(tmp_path, tiny_models, n_train=4, n_val=0, name="mixture",
+                     training={"method": "kd", "max_steps": 2, "logging_steps": 1, "save_steps": 100})
+    data = yaml.safe_load(spec.read_text())
+    del data["teacher"]
+    data["teachers"] = [{"name": "wide", "model": str(tiny_models["teacher"])},
+                        {"name": "constant", "model": str(tiny_models["nli_teacher"]), "weight": 2.0}]
+    data["generation"]["combine"] = "vote"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    record = run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate", "train"])
+    assert record is not None
+    generate, train = record.stage("generate").metrics, record.stage("train").metrics
+    assert generate["teachers"]["wide"]["asked"] == generate["teachers"]["constant"]["asked"] == 4
+    assert 0 <= generate["agreement_matrix"]["wide"]["constant"]["agreement"] <= 1
+    assert train["kd_teachers"] == {"wide": 1.0, "constant": 2.0} and train["steps"] == 2
+    assert train["train_kd_loss"] > 0
