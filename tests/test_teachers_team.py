@@ -170,18 +170,27 @@ def test_route_pattern_and_fallback_and_free_text_vote():
 def test_kd_with_two_local_teachers_learns_their_mixture(tmp_path, tiny_models):
     """Two local teachers sharing the student's tokenizer: both answer (vote on free text: the closest by chrF is
     kept), and kd trains against the weighted mixture of their distributions."""
-    spec = write_job(tmp_path, tiny_models, n_train=4, n_val=0, name="mixture",
-                     training={"method": "kd", "max_steps": 2, "logging_steps": 1, "save_steps": 100})
+    spec = write_job(tmp_path, tiny_models, n_train=4, n_val=0, n_test=2, name="mixture",
+                     training={"method": "kd", "max_steps": 2, "logging_steps": 1, "save_steps": 100},
+                     evaluation={"models": ["teacher"], "throughput": False, "bootstrap_samples": 0,
+                                 "uncached_examples": 0})
     data = yaml.safe_load(spec.read_text())
     del data["teacher"]
     data["teachers"] = [{"name": "wide", "model": str(tiny_models["teacher"])},
                         {"name": "constant", "model": str(tiny_models["nli_teacher"]), "weight": 2.0}]
     data["generation"]["combine"] = "vote"
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
-    record = run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate", "train"])
-    assert record is not None
+    record = run_job(load_spec(spec), Workspace(tmp_path / "ws"))
+    assert record is not None and record.status == "completed"
     generate, train = record.stage("generate").metrics, record.stage("train").metrics
     assert generate["teachers"]["wide"]["asked"] == generate["teachers"]["constant"]["asked"] == 4
     assert 0 <= generate["agreement_matrix"]["wide"]["constant"]["agreement"] <= 1
     assert train["kd_teachers"] == {"wide": 1.0, "constant": 2.0} and train["steps"] == 2
     assert train["train_kd_loss"] > 0
+    # Each teacher's quality on the test set, share and agreement in the report.
+    tested = record.stage("evaluate").metrics
+    assert set(tested) == {"teacher", "teacher-constant"} and "bleu" in tested["teacher-constant"]["task_metrics"]
+    report = (tmp_path / "ws" / "jobs" / "mixture" / "report.md").read_text()
+    section = report.split("## Teachers", 1)[1].split("\n## ", 1)[0]
+    assert "| constant |" in section and "test bleu" in section and "### Agreement between teachers" in section
+    assert "Teachers" in (tmp_path / "ws" / "jobs" / "mixture" / "report.html").read_text()

@@ -16,6 +16,12 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
+def teacher_eval_label(index: int, name: str) -> str:
+    """The evaluation label (eval/LABEL/) of a job's teacher number `index`: the first is "teacher", the others
+    (several teachers) "teacher-NAME"."""
+    return "teacher" if index == 0 else f"teacher-{name}"
+
+
 def resolve_workspace(workspace: str | Path | None) -> Path:
     """--workspace, else $DISTILFLOW_HOME, else ./distilflow-runs."""
     chosen = workspace or os.environ.get("DISTILFLOW_HOME") or DEFAULT_WORKSPACE

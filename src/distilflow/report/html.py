@@ -98,9 +98,10 @@ def _training(train: dict[str, Any]) -> str:
     return "<h2>Training</h2>" + _table(["", ""], [[k, v] for k, v in facts], "training")
 
 
-def _teachers(stage: dict[str, Any]) -> str:
+def _teachers(report: dict[str, Any]) -> str:
     """Several teachers: each one's quality, share of the kept answers and cost; their agreement matrix."""
-    table = teachers_table(stage)
+    stage = report.get("teacher_stage") or {}
+    table = teachers_table(stage, report.get("teacher_test_scores"), report.get("primary_metric", "score"))
     if table is None:
         return ""
     parts = [f"<h2>Teachers</h2><p>Combined by {escape(str(stage.get('combine')))}.</p>", _table(*table, "teachers")]
@@ -164,7 +165,7 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
     parts += _measured(report, plots)
     parts.append(_teacher_stage(report.get("teacher_stage") or {}))
-    parts.append(_teachers(report.get("teacher_stage") or {}))
+    parts.append(_teachers(report))
     parts.append(_training(report.get("training") or {}))
     parts.append(_tuning(report.get("tuning") or {}))
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))

@@ -91,7 +91,7 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
                   f"({report['teacher']['backend']}). Student: {_md_code(report['student']['model'])}.", ""]
     lines += _md_measured(report, plot_files or {})
     lines += _md_teacher_stage(report.get("teacher_stage") or {})
-    lines += teams_markdown(report.get("teacher_stage") or {})
+    lines += teams_markdown(report)
     train = report.get("training") or {}
     if train.get("method"):
         lines += ["## Training", "", f"- Method: {train.get('method')}, steps: {train.get('steps')}, final train loss: "

@@ -10,17 +10,21 @@ from distilflow.report.tables import fmt
 from distilflow.report.tuning import markdown_table
 
 
-def teachers_table(stage: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+def teachers_table(stage: dict[str, Any], test: dict[str, Any] | None = None,
+                   metric: str = "score") -> tuple[list[str], list[list[str]]] | None:
+    """One row per teacher; `test`: each one's primary metric on the test set (when evaluated)."""
     teachers = stage.get("teachers") or {}
     if not teachers:
         return None
-    header = ["teacher", "model", "asked", "failed", "agrees with reference", "kept", "share of kept",
-              "tokens in / out", "cost (USD)"]
+    test = test or {}
+    header = ["teacher", "model", "asked", "failed", "agrees with reference", f"test {metric}", "kept",
+              "share of kept", "tokens in / out", "cost (USD)"]
     rows = []
     for name, t in teachers.items():
         quality = t.get("reference_agreement") or {}
         agrees = f"{fmt(quality.get('rate'), 'pct')} (n={quality.get('n')})" if quality else "n/a"
-        rows.append([name, str(t.get("model")), fmt(t.get("asked")), fmt(t.get("failed")), agrees, fmt(t.get("kept")),
+        rows.append([name, str(t.get("model")), fmt(t.get("asked")), fmt(t.get("failed")), agrees,
+                     fmt(test.get(name)), fmt(t.get("kept")),
                      fmt(t.get("kept_share"), "pct"),
                      f"{fmt(t.get('prompt_tokens'), 'int')} / {fmt(t.get('completion_tokens'), 'int')}",
                      fmt(t.get("cost_usd"))])
@@ -38,8 +42,9 @@ def agreement_table(stage: dict[str, Any]) -> tuple[list[str], list[list[str]]] 
     return ["", *names], rows
 
 
-def teams_markdown(stage: dict[str, Any]) -> list[str]:
-    table = teachers_table(stage)
+def teams_markdown(report: dict[str, Any]) -> list[str]:
+    stage = report.get("teacher_stage") or {}
+    table = teachers_table(stage, report.get("teacher_test_scores"), report.get("primary_metric", "score"))
     if table is None:
         return []
     lines = ["## Teachers", "", f"Combined by `{stage.get('combine')}`.", "", *markdown_table(*table)]
