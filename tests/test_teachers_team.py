@@ -18,6 +18,7 @@ from distilflow.jobs.runner import run_job
 from distilflow.jobs.store import JobStore
 from distilflow.spec import load_spec
 from distilflow.workspace import Workspace
+from distilflow.errors import SpecError
 from distilflow.generate.combine import Vote, route_of, vote
 from distilflow.spec import TeamTeacherSpec
 from distilflow.tasks import Example, get_task
@@ -194,3 +195,33 @@ def test_kd_with_two_local_teachers_learns_their_mixture(tmp_path, tiny_models):
     section = report.split("## Teachers", 1)[1].split("\n## ", 1)[0]
     assert "| constant |" in section and "test bleu" in section and "### Agreement between teachers" in section
     assert "Teachers" in (tmp_path / "ws" / "jobs" / "mixture" / "report.html").read_text()
+
+
+def test_dry_run_estimates_each_teacher(tmp_path, tiny_models):
+    from distilflow.generate.estimate import dry_run_text
+
+    with OpenAIServer() as a, OpenAIServer() as b:
+        routed = [teacher("small", a, price_per_million_input_tokens=1.0),
+                  teacher("big", b, price_per_million_input_tokens=10.0, route={"field": "level", "values": ["hard"]})]
+        spec = team_job(tmp_path, tiny_models["student"], routed, "route")
+        text = dry_run_text(load_spec(spec), Workspace(tmp_path / "ws"))
+        assert a.stats()["requests"] == b.stats()["requests"] == 0  # nothing sent
+    small, big = text.split("--- small ---")[1].split("--- big ---")
+    assert "requests to send:  6 " in small and "requests to send:  3 " in big  # each teacher its routed rows
+    assert "cost:" in small and "cost:" in big
+
+
+def test_python_client_takes_several_teachers(tmp_path):
+    from distilflow import DistillationJob
+
+    job = DistillationJob(task_type="math", student_model="student", training_data="train.jsonl",
+                          teachers=[{"name": "cheap", "model": "m1", "backend": "openai", "base_url": "http://h/v1"},
+                                    {"name": "strong", "model": "m2", "backend": "openai", "base_url": "http://h/v1",
+                                     "weight": 3}],
+                          generation={"combine": "best_of"}, tune={"space": {"kd_alpha": {"low": 0.2, "high": 0.8}}})
+    spec = job.to_spec(tmp_path)
+    assert [t.name for t in spec.teacher_list()] == ["cheap", "strong"] and spec.teacher.model == "m1"
+    assert spec.combine == "best_of" and spec.teachers[1].weight == 3 and spec.tune.space["kd_alpha"].high == 0.8
+    with pytest.raises(SpecError, match="either 'teacher' .* or 'teachers'"):
+        DistillationJob(task_type="math", student_model="s", training_data="t.jsonl", teacher_model="m0",
+                        teachers=job.teachers).to_spec(tmp_path)
