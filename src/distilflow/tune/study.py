@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from distilflow.errors import DistilflowError, SpecError, StageError
+from distilflow.fingerprint import digest
 from distilflow.io import write_text_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.jobs.lock import JobLock
@@ -54,7 +55,7 @@ def tune_job(spec: JobSpec, workspace: Workspace, trials: int | None = None,
     try:
         inputs = prepare_inputs(spec)
         base = StageContext(spec, workspace, paths, None, inputs, stage_fingerprints(spec, inputs.data_hashes))
-        study = _open_study(spec, paths)
+        study = _open_study(spec, paths, inputs.data_hashes)
         deadline = started + budget * 60 if budget else None
         _run_trials(base, study, wanted, deadline)
         summary = _finish(base, study, time.monotonic() - started)
@@ -65,7 +66,7 @@ def tune_job(spec: JobSpec, workspace: Workspace, trials: int | None = None,
     return summary
 
 
-def _open_study(spec: JobSpec, paths: JobPaths) -> "optuna.Study":
+def _open_study(spec: JobSpec, paths: JobPaths, data_hashes: dict[str, str]) -> "optuna.Study":
     """The job's study (created, or loaded to resume); a trial a kill left running is failed and queued again."""
     import optuna
 
@@ -76,9 +77,21 @@ def _open_study(spec: JobSpec, paths: JobPaths) -> "optuna.Study":
     startup = settings.startup_trials if settings else 2
     pruner: optuna.pruners.BasePruner = (optuna.pruners.NopPruner() if settings and settings.pruner == "none" else
                                          optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0))
-    study = optuna.create_study(study_name="tune", storage=f"sqlite:///{paths.tune_study}", direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, load_if_exists=True)
+    storage = f"sqlite:///{paths.tune_study}"
     space = search_space(spec)
+    # What the trials' scores depend on besides their settings: data, teacher, the job's other settings, the space.
+    fingerprint = digest([stage_fingerprints(spec, data_hashes)["train"],
+                          {k: v.model_dump() for k, v in space.items()}])
+    if paths.tune_study.exists() and "tune" in optuna.get_all_study_names(storage):
+        old = optuna.load_study(study_name="tune", storage=storage)
+        if old.user_attrs.get("fingerprint") != fingerprint:
+            log.info("tune: the job or its search space changed since the last search; starting a new one")
+            optuna.delete_study(study_name="tune", storage=storage)
+            for folder in paths.tune.glob("trial-*"):
+                shutil.rmtree(folder, ignore_errors=True)
+    study = optuna.create_study(study_name="tune", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, load_if_exists=True)
+    study.set_user_attr("fingerprint", fingerprint)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         log.info("trial %d was interrupted: it runs again with the same settings", stale.number)
         study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
@@ -132,7 +145,13 @@ def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, An
                          spec.evaluation.max_tokens, spec.evaluation.batch_size, deadline)
     ctx = replace(base, spec=spec, paths=paths, fingerprints=stage_fingerprints(spec, base.inputs.data_hashes),
                   results={}, callbacks=[scorer])
-    metrics = run_train(ctx)
+    try:
+        metrics = run_train(ctx)
+    except DistilflowError as error:  # this trial's training failed (one sentence): the search goes on
+        trial.set_user_attr("error", str(error))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        shutil.rmtree(paths.student, ignore_errors=True)
+        return "failed"
     trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
     trial.set_user_attr("steps", metrics.get("steps"))
     trial.set_user_attr("scores", [s for _, s in scorer.scores])
