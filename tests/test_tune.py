@@ -108,3 +108,24 @@ def test_tune_needs_validation_data_and_known_settings(tmp_path, tiny_models):
     bad = tune_job(tmp_path / "bad", tiny_models, space={"learning_rte": {"low": 1e-5, "high": 1e-3}})
     with pytest.raises(SpecError, match="did you mean 'learning_rate'"):
         load_spec(bad)
+
+
+def test_validation_scores_answer_as_the_test_evaluation_does(tiny_models):
+    """With evaluation.answer_mode rank, a trial's validation score ranks the labels like the evaluation worker's
+    ranked model: the same answers, so the same accuracy."""
+    from distilflow.evaluate.ranked import RankedLocalModel
+    from distilflow.models import load_causal_lm, load_tokenizer
+    from distilflow.tasks import ClassificationTask, Example
+    from distilflow.tune.scorer import Answering, validation_score
+
+    labels = ["activate_my_card", "card_arrival", "change_pin"]
+    task = ClassificationTask(labels)
+    examples = [Example(f"v{i}", [{"role": "user", "content": f"customer message number {i}"}]) for i in range(6)]
+    references = [labels[i % 3] for i in range(6)]
+    ranked = RankedLocalModel(str(tiny_models["student"]), device="cpu", dtype="float32", prompt_format="completion",
+                              choices=labels, uncached_examples=0)
+    expected = [a.text for a in ranked.answer_all([e.messages for e in examples], 4, lambda n: None)]
+    want = task.metric_stats(expected, references)["accuracy"].value()
+    model, tokenizer = load_causal_lm(str(tiny_models["student"]), device="cpu"), load_tokenizer(str(tiny_models["student"]))
+    got = validation_score(model, tokenizer, task, examples, references, Answering("completion", 8, 4, tuple(labels)))
+    assert got == pytest.approx(want) and set(expected) <= set(labels)

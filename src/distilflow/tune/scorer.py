@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from distilflow.models import GenerationParams, generate_batch
+from distilflow.models import GenerationParams, generate_batch, render_prompt
 from distilflow.tasks import Example, Task
 
 if TYPE_CHECKING:
@@ -20,21 +21,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Answering:
+    """How the student answers the validation inputs: as the job's evaluation has it answer the test inputs."""
+
+    prompt_format: str
+    max_tokens: int
+    batch_size: int
+    choices: tuple[str, ...] = ()  # evaluation.answer_mode rank: the labels it ranks (else it generates)
+
+
+def _answers(model: Any, tokenizer: Any, batch: list[Any], how: Answering) -> list[str]:
+    if how.choices:
+        from distilflow.models.prompts import completion_answer
+        from distilflow.models.scoring import score_labels
+
+        prompts = [render_prompt(tokenizer, messages, how.prompt_format) for messages in batch]
+        continuations = [completion_answer(c) if how.prompt_format == "completion" else c for c in how.choices]
+        return [how.choices[best] for best in score_labels(model, tokenizer, prompts, continuations).best]
+    outputs = generate_batch(model, tokenizer, batch, GenerationParams(max_tokens=how.max_tokens), how.prompt_format)
+    return [out.texts[0] for out in outputs]
+
+
 def validation_score(model: Any, tokenizer: Any, task: Task, examples: list[Example], references: list[Any],
-                     prompt_format: str, max_tokens: int, batch_size: int) -> float:
-    """The task's primary metric of the model's greedy answers to `examples` against `references`."""
+                     how: Answering) -> float:
+    """The task's primary metric of the model's answers to `examples` (greedy, or ranked) against `references`."""
     import torch
 
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # generation continues each prompt where it ends
-    params = GenerationParams(max_tokens=max_tokens)
     answers: list[str] = []
     try:
         with torch.no_grad():
-            for start in range(0, len(examples), batch_size):
-                batch = [e.messages for e in examples[start:start + batch_size]]
-                answers += [out.texts[0] for out in generate_batch(model, tokenizer, batch, params, prompt_format)]
+            for start in range(0, len(examples), how.batch_size):
+                answers += _answers(model, tokenizer, [e.messages for e in examples[start:start + how.batch_size]], how)
     finally:
         model.train(was_training)
         tokenizer.padding_side = side
@@ -46,10 +67,10 @@ class TrialScorer(TrainerCallback):
     """Scores the student on the validation inputs at each evaluation and at the end; reports to the trial."""
 
     def __init__(self, trial: "optuna.Trial", task: Task, examples: list[Example], references: list[Any],
-                 prompt_format: str, max_tokens: int, batch_size: int, deadline: float | None) -> None:
+                 how: Answering, deadline: float | None) -> None:
         self.trial, self.task = trial, task
         self.examples, self.references = examples, references
-        self.prompt_format, self.max_tokens, self.batch_size = prompt_format, max_tokens, batch_size
+        self.how = how
         self.deadline = deadline
         self.scores: list[tuple[int, float]] = []  # (optimizer step, score) of each evaluation
         self.pruned = False
@@ -62,8 +83,7 @@ class TrialScorer(TrainerCallback):
     def _score(self, state: TrainerState, control: TrainerControl, model: Any, tokenizer: Any) -> None:
         if self.pruned or self.out_of_time or (self.scores and self.scores[-1][0] == state.global_step):
             return
-        score = validation_score(model, tokenizer, self.task, self.examples, self.references, self.prompt_format,
-                                 self.max_tokens, self.batch_size)
+        score = validation_score(model, tokenizer, self.task, self.examples, self.references, self.how)
         self.scores.append((state.global_step, score))
         log.info("trial %d: validation %s %.4f after %d steps", self.trial.number, self.task.primary_metric, score,
                  state.global_step)
