@@ -135,8 +135,7 @@ def test_route_by_field_and_adding_a_teacher_asks_only_the_new_one(tmp_path, tin
             OpenAIServer(ServerConfig(answers=server_answers(9))) as b:
         routed = [teacher("small", a), teacher("big", b, route={"field": "level", "values": ["hard"]})]
         spec = team_job(tmp_path / "route", tiny_models["student"], routed, "route")
-        result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
-        assert result.returncode == 0, result.stderr
+        run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate"])
         assert asked(b) == {0, 3, 6} and asked(a) == {1, 2, 4, 5, 7, 8}
         rows = read_rows(tmp_path / "ws" / "jobs" / "team" / "synthetic" / "train.jsonl")
         assert {r["id"] for r in rows if r["teacher"] == "big"} == {"train-1", "train-4", "train-7"}

@@ -48,9 +48,10 @@ def validation_score(model: Any, tokenizer: Any, task: Task, examples: list[Exam
     """The task's primary metric of the model's answers to `examples` (greedy, or ranked) against `references`."""
     import torch
 
-    was_training, side = model.training, tokenizer.padding_side
+    was_training, side, cache = model.training, tokenizer.padding_side, model.config.use_cache
     model.eval()
     tokenizer.padding_side = "left"  # generation continues each prompt where it ends
+    model.config.use_cache = True  # training may turn the key/value cache off: generation would be many times slower
     answers: list[str] = []
     try:
         with torch.no_grad():
@@ -58,7 +59,7 @@ def validation_score(model: Any, tokenizer: Any, task: Task, examples: list[Exam
                 answers += _answers(model, tokenizer, [e.messages for e in examples[start:start + how.batch_size]], how)
     finally:
         model.train(was_training)
-        tokenizer.padding_side = side
+        tokenizer.padding_side, model.config.use_cache = side, cache
     value = task.metric_stats(answers, references)[task.primary_metric].value()
     return float(value or 0.0)
 
