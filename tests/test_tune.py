@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,15 @@ def test_validation_scores_answer_as_the_test_evaluation_does(tiny_models):
     model, tokenizer = load_causal_lm(str(tiny_models["student"]), device="cpu"), load_tokenizer(str(tiny_models["student"]))
     got = validation_score(model, tokenizer, task, examples, references, Answering("completion", 8, 4, tuple(labels)))
     assert got == pytest.approx(want) and set(expected) <= set(labels)
+
+
+def test_budget_spent_stops_the_search_with_a_clear_error(tmp_path, tiny_models):
+    from distilflow.errors import StageError
+
+    spec = tune_job(tmp_path, tiny_models)
+    started = time.monotonic()
+    with pytest.raises(StageError, match="no trial finished .* a larger --budget-minutes may help"):
+        Client(workspace=tmp_path / "ws").jobs.tune(load_spec(spec), trials=50, budget_minutes=0.001)
+    assert time.monotonic() - started < 30  # the teacher stage ran; no trial was started after the budget
+    trials = study_trials(tmp_path / "ws" / "jobs" / "tuned")
+    assert not any(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in trials)  # (the job's settings wait)
