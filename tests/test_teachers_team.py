@@ -224,3 +224,26 @@ def test_python_client_takes_several_teachers(tmp_path):
     with pytest.raises(SpecError, match="either 'teacher' .* or 'teachers'"):
         DistillationJob(task_type="math", student_model="s", training_data="t.jsonl", teacher_model="m0",
                         teachers=job.teachers).to_spec(tmp_path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"teacher": {"model": "m0"}}, "give either 'teacher' .* or 'teachers'"),
+    ({"teachers": [{"name": "a", "model": "m1"}, {"name": "a", "model": "m2"}]}, "every teacher needs its own name"),
+    ({"generation": {"combine": "vote"}, "teachers": None, "teacher": {"model": "m0"}}, "list them under 'teachers'"),
+    ({"generation": {"combine": "vote"}, "teachers": [{"name": "a", "model": "m1", "route": {"pattern": "x"}},
+                                                      {"name": "b", "model": "m2"}]}, "set it, or drop route"),
+    ({"teachers": [{"name": "a", "model": "m1", "route": {"field": "level"}}, {"name": "b", "model": "m2"}]},
+     "needs the values"),
+    ({"teachers": [{"name": "a", "model": "m1", "backend": "openai"}, {"name": "b", "model": "m2"}]},
+     "teachers.a.backend openai needs teachers.a.base_url"),
+])
+def test_bad_teachers_sections_are_one_clear_sentence(tmp_path, change, message):
+    from distilflow.spec import parse_spec
+
+    data = {"task_type": "math", "student": {"model": "s"}, "training_data": "t.jsonl",
+            "teachers": [{"name": "a", "model": "m1"}, {"name": "b", "model": "m2"}], "generation": {"combine": "route"}}
+    data["teachers"][1]["route"] = {"pattern": "hard"}
+    data.update(change)
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(SpecError, match=message):
+        parse_spec(data, "job.yaml", tmp_path)

@@ -70,21 +70,19 @@ class JobSpec(_Section):
     @staticmethod
     def _check_backend(t: TeacherSpec, where: str) -> None:
         if t.backend == "openai" and not t.base_url and not t.api_key_env:
-            raise ValueError(f"{where}.backend openai needs base_url or api_key_env")
+            raise ValueError(f"{where}.backend openai needs {where}.base_url or {where}.api_key_env")
         if t.backend == "recorded" and not (t.path or t.model):
-            raise ValueError(f"{where}.backend recorded needs path")
+            raise ValueError(f"{where}.backend recorded needs {where}.path")
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "JobSpec":
         t = self.teacher
-        if t.backend == "openai" and not t.base_url and not t.api_key_env:
-            raise ValueError("teacher.backend openai needs teacher.base_url or teacher.api_key_env")
-        if t.backend == "recorded" and not (t.path or t.model):
-            raise ValueError("teacher.backend recorded needs teacher.path")
+        if not self.teachers:
+            self._check_backend(t, "teacher")
         ranked = self.generation.answer_mode == "rank" or self.evaluation.answer_mode == "rank"
         if ranked and self.task_type != "classification":
             raise ValueError("answer_mode rank picks one of the labels: it needs task_type classification")
-        if self.generation.answer_mode == "rank" and t.backend != "hf":
+        if self.generation.answer_mode == "rank" and any(t.backend != "hf" for t in self.teacher_list()):
             raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
         if self.labels is not None and self.task_type != "classification":
