@@ -47,9 +47,9 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
                "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), **student),
                "distilled": ModelTarget(model=str(ctx.paths.student_final), **student)}
     chosen = {label: targets[label] for label in spec.evaluation.models if label in targets}
-    if "teacher" in chosen:  # several teachers: each one's quality on the test set (recorded ones: not yet)
+    if "teacher" in chosen:  # several teachers: each one's quality on the test set
         chosen.update({teacher_eval_label(i, t.name): teacher_target(t, choices)
-                       for i, t in enumerate(spec.teachers or []) if i > 0 and t.backend != "recorded"})
+                       for i, t in enumerate(spec.teachers or []) if i > 0})
     return chosen
 
 
@@ -70,7 +70,8 @@ def model_examples(ctx: "StageContext", label: str) -> list[Example]:
 def _score(ctx: "StageContext", config: WorkerConfig, on_progress: Any) -> ModelResult:
     if config.kind != "recorded":
         return run_worker(config, on_progress)
-    return evaluate_recorded(ctx, config) or save_not_evaluated(
+    teachers = {teacher_eval_label(i, t.name): t for i, t in enumerate(ctx.spec.teachers or [])}
+    return evaluate_recorded(ctx, config, teachers.get(config.label)) or save_not_evaluated(
         ctx.paths.eval_model(config.label), config.label, config.model, "the recorded teacher answers do not cover "
         "every test input (only answers to the same inputs can be compared)")
 
