@@ -18,6 +18,7 @@ import yaml
 from conftest import nli_rows, start_cli, write_job
 from distilflow import Client
 from distilflow.errors import SpecError
+from distilflow.report.plots import tuning_svg
 from distilflow.report.tuning import tuning_markdown
 from distilflow.spec import load_spec
 
@@ -100,6 +101,8 @@ def test_tune_prunes_resumes_after_kill_and_writes_best_yaml(tmp_path, tiny_mode
     assert len(again["trials"]) == len(summary["trials"]) and predictions.stat().st_mtime_ns == scored_at
     report = "\n".join(tuning_markdown(again))
     assert "## Tuning" in report and "(chosen)" in report and "test accuracy of the chosen student" in report
+    plot = tuning_svg({"tuning": again})  # the report's plot: validation score against each setting
+    assert plot is not None and plot.startswith("<svg") and "learning_rate" not in plot.split(">", 1)[0]
 
 
 def test_tune_needs_validation_data_and_known_settings(tmp_path, tiny_models):

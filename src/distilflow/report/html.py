@@ -44,6 +44,8 @@ CAPTIONS = {
     "loss": "Student training loss (and validation loss) by optimizer step.",
     "confusion": "Classification: for each reference label (rows), the share of its inputs answered with each "
                  "label (columns), per model.",
+    "tuning": "distilflow tune: each trial's validation score against each setting it tried (the chosen trial in "
+              "orange; pruned trials hollow, at the score they were stopped at).",
 }
 
 
