@@ -193,6 +193,7 @@ def test_kd_with_two_local_teachers_learns_their_mixture(tmp_path, tiny_models):
     report = (tmp_path / "ws" / "jobs" / "mixture" / "report.md").read_text()
     section = report.split("## Teachers", 1)[1].split("\n## ", 1)[0]
     assert "| constant |" in section and "test bleu" in section and "### Agreement between teachers" in section
+    assert "the first of 2 teachers: wide, constant; combined by vote" in report
     assert "Teachers" in (tmp_path / "ws" / "jobs" / "mixture" / "report.html").read_text()
 
 

@@ -243,7 +243,9 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
     train["loss_curve"] = loss_curve(ctx.paths.train_log)
     report.update({
         "job": ctx.name,
-        "teacher": {"model": ctx.spec.teacher.model, "backend": ctx.spec.teacher.backend},
+        "teacher": {"model": ctx.spec.teacher.model, "backend": ctx.spec.teacher.backend,
+                    **({"team": [t.name for t in ctx.spec.teachers], "combine": ctx.spec.combine}
+                       if ctx.spec.combine else {})},
         "student": {"model": ctx.spec.student.model},
         "comparison": comparison(models, list(task.metric_names), task.primary_metric),
         "teacher_stage": ctx.stage_metrics("generate"),

@@ -8,7 +8,7 @@ from typing import Any
 
 from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
-from distilflow.report.teams import agreement_table, teachers_table
+from distilflow.report.teams import agreement_table, team_note, teachers_table
 from distilflow.report.tuning import trials_table, tuning_facts
 
 MAX_ANSWER_CHARS = 1200
@@ -162,7 +162,8 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
     lead = f"Task: {report['task_type']}."
     if report.get("teacher"):
-        lead += (f" Teacher: {report['teacher']['model']} ({report['teacher']['backend']})."
+        teacher = report["teacher"]
+        lead += (f" Teacher: {teacher['model']} ({teacher['backend']}){team_note(teacher)}."
                  f" Student: {report['student']['model']}.")
     parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
     parts += _measured(report, plots)

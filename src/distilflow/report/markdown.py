@@ -12,7 +12,7 @@ from distilflow.io import write_json_atomic, write_text_atomic
 from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.data import build_report
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
-from distilflow.report.teams import teams_markdown
+from distilflow.report.teams import team_note, teams_markdown
 from distilflow.report.tuning import tuning_markdown
 from distilflow.workspace import JobPaths
 
@@ -87,8 +87,9 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
     lines = [f"# {_md_text(title)}", ""]
     if report.get("teacher"):
-        lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(report['teacher']['model'])} "
-                  f"({report['teacher']['backend']}). Student: {_md_code(report['student']['model'])}.", ""]
+        teacher = report["teacher"]
+        lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(teacher['model'])} "
+                  f"({teacher['backend']}){team_note(teacher)}. Student: {_md_code(report['student']['model'])}.", ""]
     lines += _md_measured(report, plot_files or {})
     lines += _md_teacher_stage(report.get("teacher_stage") or {})
     lines += teams_markdown(report)

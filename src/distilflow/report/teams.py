@@ -10,6 +10,14 @@ from distilflow.report.tables import fmt
 from distilflow.report.tuning import markdown_table
 
 
+def team_note(teacher: dict[str, Any]) -> str:
+    """After the teacher's name in the report's first line: the other teachers and how they were combined."""
+    team = teacher.get("team")
+    if not team:
+        return ""
+    return f" (the first of {len(team)} teachers: {', '.join(team)}; combined by {teacher.get('combine')})"
+
+
 def teachers_table(stage: dict[str, Any], test: dict[str, Any] | None = None,
                    metric: str = "score") -> tuple[list[str], list[list[str]]] | None:
     """One row per teacher; `test`: each one's primary metric on the test set (when evaluated)."""
