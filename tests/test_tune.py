@@ -145,3 +145,15 @@ def test_budget_spent_stops_the_search_with_a_clear_error(tmp_path, tiny_models)
     assert time.monotonic() - started < 30  # the teacher stage ran; no trial was started after the budget
     trials = study_trials(tmp_path / "ws" / "jobs" / "tuned")
     assert not any(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in trials)  # (the job's settings wait)
+
+
+def test_settings_that_cannot_train_fail_their_trials_then_the_search(tmp_path, tiny_models):
+    """sparse_kd without stored log-probs is refused by its preflight: three such trials in a row end the search
+    with that sentence (a search over an impossible space must not loop)."""
+    from distilflow.errors import StageError
+
+    spec = tune_job(tmp_path, tiny_models, space={"method": {"choices": ["sparse_kd"]}})
+    with pytest.raises(StageError, match="3 trials in a row failed .*sparse_kd learns from the teacher's stored"):
+        Client(workspace=tmp_path / "ws").jobs.tune(load_spec(spec), trials=4)
+    trials = study_trials(tmp_path / "ws" / "jobs" / "tuned")
+    assert [t.state.name for t in trials] == ["FAIL"] * 3

@@ -94,7 +94,7 @@ def _open_study(spec: JobSpec, paths: JobPaths, data_hashes: dict[str, str]) -> 
     study.set_user_attr("fingerprint", fingerprint)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         log.info("trial %d was interrupted: it runs again with the same settings", stale.number)
-        study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(stale.params, user_attrs={"retry_of": stale.number})
         shutil.rmtree(paths.trial(stale.number).root, ignore_errors=True)
     if not study.trials:
@@ -108,8 +108,12 @@ def _finished(study: "optuna.Study") -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
+MAX_FAILED_IN_A_ROW = 3  # trials whose settings cannot train: the space, not bad luck, is the problem
+
+
 def _run_trials(base: StageContext, study: "optuna.Study", wanted: int, deadline: float | None) -> None:
     space = search_space(base.spec)
+    failed_in_a_row = 0
     while _finished(study) < wanted:
         if deadline is not None and time.monotonic() >= deadline:
             log.info("tune: the time budget is spent after %d trials", _finished(study))
@@ -118,6 +122,10 @@ def _run_trials(base: StageContext, study: "optuna.Study", wanted: int, deadline
         outcome = _run_trial(base, trial, suggest(trial, space), deadline)
         if outcome == "budget":
             return
+        failed_in_a_row = failed_in_a_row + 1 if outcome == "failed" else 0
+        if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
+            error = study.trials[trial.number].user_attrs.get("error")
+            raise StageError(f"tune: {failed_in_a_row} trials in a row failed (the last: {error}); check tune.space")
 
 
 def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, Any], deadline: float | None) -> str:
