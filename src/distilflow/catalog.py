@@ -115,10 +115,10 @@ class WorkspaceConfig:
             return data
         data = dict(data)
         teacher, student = data.get("teacher"), data.get("student")
-        if isinstance(teacher, dict) and _names_a_model(teacher, base):
-            entry = self._lookup(teacher["model"])
-            data["teacher"] = {**entry.model_dump(exclude_unset=True), **{k: v for k, v in teacher.items()
-                                                                            if k != "model"}}
+        if isinstance(teacher, dict):
+            data["teacher"] = self._teacher(teacher, base)
+        if isinstance(data.get("teachers"), list):
+            data["teachers"] = [self._teacher(t, base) if isinstance(t, dict) else t for t in data["teachers"]]
         if isinstance(student, dict) and _names_a_model(student, base):
             name = student["model"]
             entry = self._lookup(name)
@@ -128,6 +128,13 @@ class WorkspaceConfig:
             picked = entry.model_dump(exclude_unset=True, include=set(_STUDENT_KEYS))
             data["student"] = {"name": name, **picked, **{k: v for k, v in student.items() if k != "model"}}
         return data
+
+    def _teacher(self, teacher: dict[str, Any], base: Path) -> dict[str, Any]:
+        """A teacher section that names a catalog model gets the entry's fields (its own keys win)."""
+        if not _names_a_model(teacher, base):
+            return teacher
+        entry = self._lookup(teacher["model"])
+        return {**entry.model_dump(exclude_unset=True), **{k: v for k, v in teacher.items() if k != "model"}}
 
     def evaluation_target(self, name: str) -> dict[str, Any] | None:
         """How `models.evaluate` reaches a catalog model (ModelTarget.parse's form); None if `name` is not one."""
@@ -205,6 +212,7 @@ def spec_resolver(config_path: str | Path | None) -> Callable[[Any, Path], Any]:
         if not isinstance(data, dict):
             return data
         sections = [data.get(role) for role in ("teacher", "student")]
+        sections += data.get("teachers") if isinstance(data.get("teachers"), list) else []
         if not any(isinstance(s, dict) and _names_a_model(s, base) for s in sections):
             return data
         config = WorkspaceConfig.find(config_path)

@@ -175,6 +175,26 @@ def report(spec: SpecArgument, workspace: WorkspaceOption = None, debug: DebugOp
     _run_stages(spec, workspace, ["report"], debug, config)
 
 
+@app.command()
+def tune(spec: SpecArgument,
+         trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials in all, counting those of an "
+                                                       "earlier run (default: tune.trials, else 20).")] = None,
+         budget_minutes: Annotated[Optional[float], typer.Option("--budget-minutes", min=0.01, help="Stop the search "
+                                                                 "after this many minutes.")] = None,
+         workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None) -> None:
+    """Search the training settings (tune: in the spec) on the validation set; write best.yaml. Run again to resume."""
+
+    def action() -> None:
+        from distilflow.report.tuning import tuning_facts
+
+        summary = _client(workspace, config).jobs.tune(_load_spec(spec, config), trials=trials,
+                                                       budget_minutes=budget_minutes)
+        for key, value in tuning_facts(summary):
+            typer.echo(f"{key}: {value}")
+
+    _guard(debug, action)
+
+
 @app.command("evaluate-model")
 def evaluate_model(
     model: Annotated[str, typer.Argument(help="A registered model (NAME-distilled), a catalog name, an HF id, a local "

@@ -32,11 +32,13 @@ class DistillationJob(BaseModel):
     validation_data: str | None = None
     test_data: str | None = None
     teacher: dict[str, Any] | None = None
+    teachers: list[dict[str, Any]] | None = None  # several teachers, each {name, model, ...}: see generation.combine
     student: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = None
     generation: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    tune: dict[str, Any] | None = None  # what `jobs.tune` searches (ranges or choices per setting)
     output_model_name: str | None = None  # registered name of the distilled student (default STUDENT-distilled)
 
     def to_spec(self, base_dir: str | Path = ".", catalog: WorkspaceConfig | None = None) -> JobSpec:
@@ -48,7 +50,9 @@ class DistillationJob(BaseModel):
             teacher["model"] = data.pop("teacher_model")
         if "student_model" in data:
             student["model"] = data.pop("student_model")
-        data["teacher"], data["student"] = teacher, student
+        if teacher or "teachers" not in data:
+            data["teacher"] = teacher
+        data["student"] = student
         if catalog is not None:
             data = catalog.resolve_job(data, Path(base_dir).resolve())
         return parse_spec(data, "DistillationJob", Path(base_dir).resolve(),
@@ -79,6 +83,15 @@ class Jobs:
         record = run_job(spec, self.workspace)
         assert record is not None
         return record
+
+    def tune(self, job: DistillationJob | JobSpec | dict[str, Any], trials: int | None = None,
+             budget_minutes: float | None = None) -> dict[str, Any]:
+        """Search the job's training settings (what `distilflow tune` does), in this process: the teacher stage runs
+        once, each trial is scored on the validation set, the best settings go to best.yaml and only the chosen
+        student is scored on the test set. Run it again to resume a search that was stopped. Returns the summary."""
+        from distilflow.tune import tune_job
+
+        return tune_job(self._spec(job), self.workspace, trials=trials, budget_minutes=budget_minutes)
 
     def get(self, name: str) -> JobRecord:
         """The job: its status (which also equals Azure ML's spelling: "Completed"), stages and registered models."""

@@ -43,7 +43,8 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
     The teacher stage is cheap to re-run on a change of later settings: its answers are cached per request.
     """
     d: dict[str, Any] = spec.public_dict()
-    generate = digest([d["task_type"], d["teacher"], d["generation"], spec.teacher_temperature,
+    teachers = d["teachers"] if spec.teachers else d["teacher"]  # one teacher: the fingerprint it always had
+    generate = digest([d["task_type"], teachers, d["generation"], spec.teacher_temperature,
                        data_hashes.get("train"), data_hashes.get("validation")])
     student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
     train = digest([generate, student, d["hyperparameters"], d["training"]])

@@ -16,6 +16,12 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
+def teacher_eval_label(index: int, name: str) -> str:
+    """The evaluation label (eval/LABEL/) of a job's teacher number `index`: the first is "teacher", the others
+    (several teachers) "teacher-NAME"."""
+    return "teacher" if index == 0 else f"teacher-{name}"
+
+
 def resolve_workspace(workspace: str | Path | None) -> Path:
     """--workspace, else $DISTILFLOW_HOME, else ./distilflow-runs."""
     chosen = workspace or os.environ.get("DISTILFLOW_HOME") or DEFAULT_WORKSPACE
@@ -24,9 +30,11 @@ def resolve_workspace(workspace: str | Path | None) -> Path:
 
 @dataclass(frozen=True)
 class JobPaths:
-    """Every file and folder of one job: the only place their names are spelled."""
+    """Every file and folder of one job: the only place their names are spelled. A tuning trial's paths (`trial`)
+    have a folder of their own but read the job's teacher data (`data_root`)."""
 
     root: Path
+    data_root: Path | None = None  # where the synthetic data and the teacher cache live (default: root)
 
     @property
     def spec(self) -> Path:
@@ -39,7 +47,7 @@ class JobPaths:
 
     @property
     def synthetic(self) -> Path:
-        return self.root / "synthetic"
+        return (self.data_root or self.root) / "synthetic"
 
     def synthetic_split(self, split: str) -> Path:
         return self.synthetic / f"{split}.jsonl"
@@ -54,7 +62,7 @@ class JobPaths:
 
     @property
     def cache(self) -> Path:
-        return self.root / "cache"
+        return (self.data_root or self.root) / "cache"
 
     @property
     def teacher_cache(self) -> Path:
@@ -121,6 +129,28 @@ class JobPaths:
     @property
     def background_log(self) -> Path:
         return self.logs / "background.log"
+
+    @property
+    def tune(self) -> Path:
+        """distilflow tune: the study (Optuna's SQLite storage), its summary, one folder per trial."""
+        return self.root / "tune"
+
+    @property
+    def tune_study(self) -> Path:
+        return self.tune / "study.sqlite"
+
+    @property
+    def tune_summary(self) -> Path:
+        return self.tune / "summary.json"
+
+    @property
+    def best_spec(self) -> Path:
+        """The job spec with the best trial's settings (`distilflow run best.yaml` trains the chosen student)."""
+        return self.root / "best.yaml"
+
+    def trial(self, number: int) -> "JobPaths":
+        """One trial's folder (its student, checkpoints, logs), reading this job's teacher data."""
+        return JobPaths(self.tune / f"trial-{number}", data_root=self.data_root or self.root)
 
     @property
     def report_md(self) -> Path:

@@ -14,17 +14,20 @@ from distilflow.results import ModelResult, Prediction
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
+    from distilflow.spec import TeacherSpec
 
 
-def evaluate_recorded(ctx: "StageContext", config: WorkerConfig) -> ModelResult | None:
-    """Score the recorded answers to the test inputs; None when some test input has no recorded answer."""
+def evaluate_recorded(ctx: "StageContext", config: WorkerConfig,
+                      teacher_spec: "TeacherSpec | None" = None) -> ModelResult | None:
+    """Score the recorded answers to the test inputs (of `teacher_spec`, default the job's teacher); None when some
+    test input has no recorded answer."""
     from distilflow.teachers import TeacherAnswer, TeacherRequest
     from distilflow.teachers.recorded import RecordedTeacher
     from distilflow.teachers.requests import generation_params, teacher_messages
 
     examples = ctx.examples("test")
     try:
-        teacher = RecordedTeacher(ctx.spec.teacher)
+        teacher = RecordedTeacher(teacher_spec or ctx.spec.teacher)
         requests = [TeacherRequest(key=e.id, messages=teacher_messages(e, ctx.spec)) for e in examples]
         answers = {r.key: r for r in teacher.generate(requests, generation_params(ctx.spec))}
     except DistilflowError:

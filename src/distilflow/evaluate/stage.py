@@ -18,6 +18,7 @@ from distilflow.spec import TeacherSpec
 from distilflow.tasks import ClassificationTask, Example
 from distilflow.tasks.scoring import agreement_with_teacher
 from distilflow.teachers.requests import teacher_messages, teacher_plan
+from distilflow.workspace import teacher_eval_label
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -45,7 +46,11 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
     targets = {"teacher": teacher_target(spec.teacher, choices),
                "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), **student),
                "distilled": ModelTarget(model=str(ctx.paths.student_final), **student)}
-    return {label: targets[label] for label in spec.evaluation.models if label in targets}
+    chosen = {label: targets[label] for label in spec.evaluation.models if label in targets}
+    if "teacher" in chosen:  # several teachers: each one's quality on the test set
+        chosen.update({teacher_eval_label(i, t.name): teacher_target(t, choices)
+                       for i, t in enumerate(spec.teachers or []) if i > 0})
+    return chosen
 
 
 def _labels(ctx: "StageContext") -> list[str]:
@@ -56,7 +61,7 @@ def model_examples(ctx: "StageContext", label: str) -> list[Example]:
     """The test inputs as each model reads them: the students their task prompt; the teacher the prompt it
     answered in the teacher stage (its instructions and few-shot turns first), as a serving system would run it."""
     examples = ctx.examples("test")
-    if label != "teacher":
+    if not label.startswith("teacher"):
         return examples
     _, shots = teacher_plan(ctx.spec, ctx.task, ctx.examples("train"))
     return [replace(e, messages=teacher_messages(e, ctx.spec, shots)) for e in examples]
@@ -65,7 +70,8 @@ def model_examples(ctx: "StageContext", label: str) -> list[Example]:
 def _score(ctx: "StageContext", config: WorkerConfig, on_progress: Any) -> ModelResult:
     if config.kind != "recorded":
         return run_worker(config, on_progress)
-    return evaluate_recorded(ctx, config) or save_not_evaluated(
+    teachers = {teacher_eval_label(i, t.name): t for i, t in enumerate(ctx.spec.teachers or [])}
+    return evaluate_recorded(ctx, config, teachers.get(config.label)) or save_not_evaluated(
         ctx.paths.eval_model(config.label), config.label, config.model, "the recorded teacher answers do not cover "
         "every test input (only answers to the same inputs can be compared)")
 

@@ -17,11 +17,11 @@ def preflight(spec: "JobSpec") -> None:
     from distilflow.models.openai import OpenAIEndpoint
     from distilflow.teachers import load_teacher
 
-    teacher = spec.teacher
-    if teacher.backend == "openai":
-        OpenAIEndpoint(teacher).open_key()  # the key variable is set
-        teacher.resolved_headers()  # and so are the header variables
-    load_teacher(teacher).close()  # backends check their own settings when built (no model is loaded here)
+    for teacher in spec.teacher_list():
+        if teacher.backend == "openai":
+            OpenAIEndpoint(teacher).open_key()  # the key variable is set
+            teacher.resolved_headers()  # and so are the header variables
+        load_teacher(teacher).close()  # backends check their own settings when built (no model is loaded here)
 
 
 def run_generate(ctx: "StageContext") -> dict[str, Any]:

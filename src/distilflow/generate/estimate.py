@@ -7,7 +7,8 @@ from typing import Any
 
 from distilflow.jobs.context import PreparedInputs
 from distilflow.prepare import prepare_inputs
-from distilflow.spec import JobSpec
+from distilflow.generate.combine import route_of
+from distilflow.spec import JobSpec, TeacherSpec
 from distilflow.teachers import TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers.requests import build_requests, teacher_plan
@@ -17,17 +18,23 @@ from distilflow.workspace import Workspace
 TEACHER_SPLITS = ("train", "validation")
 
 
-def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs | None = None) -> dict[str, Any]:
-    """What the teacher stage would ask and cost, without asking: requests, prompt tokens, output bound, cost."""
+def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs | None = None,
+                      teacher_spec: TeacherSpec | None = None) -> dict[str, Any]:
+    """What the teacher stage would ask and cost, without asking: requests, prompt tokens, output bound, cost.
+    `teacher_spec`: one of several teachers (default the job's first); under combine route, only its rows."""
     inputs = inputs or prepare_inputs(spec)
     params, shots = teacher_plan(spec, inputs.task, inputs.examples["train"])
-    teacher = load_teacher(spec.teacher)
+    teacher_spec = teacher_spec or spec.teacher
+    teacher = load_teacher(teacher_spec)
     try:
         identity = teacher.identity()
         requests: dict[str, TeacherRequest] = {}
         rows: dict[str, int] = {}
         for split in TEACHER_SPLITS:
             examples = inputs.examples.get(split, [])
+            if spec.combine == "route" and spec.teachers:
+                mine = spec.teachers.index(teacher_spec)  # type: ignore[arg-type]
+                examples = [e for e in examples if route_of(e, spec.teachers) == mine]
             if examples:
                 rows[split] = len(examples)
                 requests.update((r.key, r) for r in build_requests(examples, spec, identity, params, shots))
@@ -38,7 +45,7 @@ def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInput
             known = cache.known_keys(requests)
             cache.close()
         pending = [r for k, r in requests.items() if k not in known]
-        if spec.teacher.backend == "hf":
+        if teacher_spec.backend == "hf":
             count, method = (lambda m: teacher.count_tokens(m) or 0), "the teacher's tokenizer"
         else:
             counter, method = token_counter()
@@ -47,10 +54,10 @@ def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInput
     finally:
         teacher.close()
     completion_bound = len(pending) * params.num_samples * params.max_tokens
-    input_cost = spec.teacher.cost_usd(prompt_tokens, 0)
-    output_cost = spec.teacher.cost_usd(0, completion_bound)
+    input_cost = teacher_spec.cost_usd(prompt_tokens, 0)
+    output_cost = teacher_spec.cost_usd(0, completion_bound)
     return {
-        "backend": spec.teacher.backend, "model": spec.teacher.model, "base_url": spec.teacher.base_url,
+        "backend": teacher_spec.backend, "model": teacher_spec.model, "base_url": teacher_spec.base_url,
         "rows": rows, "unique_prompts": len(requests), "cached": len(known), "requests": len(pending),
         "num_samples": params.num_samples, "max_tokens": params.max_tokens,
         "prompt_tokens": prompt_tokens, "completion_tokens_max": completion_bound, "token_method": method,
@@ -84,5 +91,16 @@ def format_estimate(estimate: dict[str, Any]) -> str:
 
 
 def dry_run_text(spec: JobSpec, workspace: Workspace) -> str:
-    """`distilflow generate --dry-run`: the estimate as text; reads the spec, data and cache, writes nothing."""
-    return format_estimate(estimate_generate(spec, workspace))
+    """`distilflow generate --dry-run`: the estimate as text; reads the spec, data and cache, writes nothing. With
+    several teachers, one block per teacher (best_of: an upper bound, later teachers answer only what earlier
+    ones fail)."""
+    if spec.combine is None:
+        return format_estimate(estimate_generate(spec, workspace))
+    inputs = prepare_inputs(spec)
+    blocks = [f"several teachers, combine: {spec.combine}"
+              + (" (the figures of each teacher after the first are upper bounds: it is asked only where the ones "
+                 "before it fail)" if spec.combine == "best_of" else "")]
+    for teacher in spec.teachers or []:
+        text = format_estimate(estimate_generate(spec, workspace, inputs, teacher))
+        blocks.append(f"--- {teacher.name} ---\n" + text.split("\n", 1)[1])
+    return "dry run: nothing was sent to the teachers\n" + "\n".join(blocks)

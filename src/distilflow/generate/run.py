@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from distilflow.errors import StageError
-from distilflow.generate.synthetic import build_synthetic
+from distilflow.generate.synthetic import RowAnswer, build_synthetic
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.spec import TeacherSpec
@@ -28,6 +29,10 @@ _NOTE_EVERY_S = 0.25  # the live progress line is rebuilt at most this often (it
 
 def generate_stage(ctx: StageContext) -> dict[str, Any]:
     spec = ctx.spec
+    if spec.combine is not None:  # several teachers
+        from distilflow.generate.team import team_stage
+
+        return team_stage(ctx)
     params, shots = teacher_plan(spec, ctx.task, ctx.examples("train"))
     teacher = load_teacher(spec.teacher)
     cache = TeacherCache(ctx.paths.teacher_cache)
@@ -40,7 +45,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
         pending = [r for key, r in all_requests.items() if key not in known]
         log.info("teacher stage: %d requests, %d already answered, %d to ask", len(all_requests), len(known), len(pending))
         started = time.monotonic()
-        failures, usage = _ask_teacher(ctx, teacher, cache, pending, params, already=len(known), total=len(all_requests))
+        failures, usage = ask_teacher(ctx, teacher, cache, pending, params, already=len(known), total=len(all_requests))
         elapsed = time.monotonic() - started
         teacher_stats = teacher.stats()
         by_endpoint = teacher.answers_by_endpoint()
@@ -62,8 +67,9 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             f"generation.min_success_ratio={spec.generation.min_success_ratio:g} allows; the {answered} answers are kept "
             f"and a re-run asks only for the rest (reasons in {ctx.paths.failed})")
     try:
-        totals = _cached_usage(cache, all_requests)
-        summary = build_synthetic(ctx, cache, requests_by_split)
+        totals = cached_usage(cache, all_requests)
+        summary = build_synthetic(ctx, {split: [_row_answer(cache, r.key) for r in requests]
+                                        for split, requests in requests_by_split.items()})
     finally:
         cache.close()
     this_run = {"answers": len(pending) - len(failures), "seconds": round(elapsed, 3),
@@ -74,7 +80,12 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             **({"cost_usd": round(cost, 6)} if cost is not None else {}), "this_run": this_run, **summary}
 
 
-def _cached_usage(cache: TeacherCache, requests: dict[str, TeacherRequest]) -> dict[str, int]:
+def _row_answer(cache: TeacherCache, key: str) -> RowAnswer | None:
+    answer = cache.get(key)
+    return None if answer is None else RowAnswer(key, answer.texts)
+
+
+def cached_usage(cache: TeacherCache, requests: Iterable[str]) -> dict[str, int]:
     """Tokens of every stored answer of this job (what the whole teacher stage cost, across resumes)."""
     totals = {"prompt_tokens": 0, "completion_tokens": 0}
     for key in requests:
@@ -85,12 +96,15 @@ def _cached_usage(cache: TeacherCache, requests: dict[str, TeacherRequest]) -> d
     return totals
 
 
-def _ask_teacher(ctx: StageContext, teacher: Teacher, cache: TeacherCache, pending: list[TeacherRequest],
-                 params: GenerationParams, already: int, total: int) -> tuple[dict[str, TeacherFailure], dict[str, Any]]:
+def ask_teacher(ctx: StageContext, teacher: Teacher, cache: TeacherCache, pending: list[TeacherRequest],
+                params: GenerationParams, already: int, total: int, spec: TeacherSpec | None = None,
+                description: str = "teacher answers") -> tuple[dict[str, TeacherFailure], dict[str, Any]]:
+    """Ask `teacher` (described by `spec`, default the job's teacher) for `pending`, committing each answer."""
+    spec = spec or ctx.spec.teacher
     failures: dict[str, TeacherFailure] = {}
     usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0}
     started, last_note = time.monotonic(), 0.0
-    with ctx.progress("generate", total, "teacher answers") as progress:
+    with ctx.progress("generate", total, description) as progress:
         progress.update(already)
         for result in teacher.generate(pending, params):
             if isinstance(result, TeacherFailure):
@@ -103,11 +117,11 @@ def _ask_teacher(ctx: StageContext, teacher: Teacher, cache: TeacherCache, pendi
             now = time.monotonic()
             if now - last_note >= _NOTE_EVERY_S:
                 last_note = now
-                progress.note(_live_note(ctx.spec.teacher, progress.done - already, now - started, usage,
+                progress.note(_live_note(spec, progress.done - already, now - started, usage,
                                          len(failures), teacher.stats()))
-        progress.note(_live_note(ctx.spec.teacher, progress.done - already, time.monotonic() - started, usage,
+        progress.note(_live_note(spec, progress.done - already, time.monotonic() - started, usage,
                                  len(failures), teacher.stats()))
-    cost = ctx.spec.teacher.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
+    cost = spec.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
     if cost is not None:
         usage["cost_usd"] = round(cost, 6)
     return failures, usage

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from distilflow.errors import StageError
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.tasks import Example, Task
-from distilflow.teachers import TeacherRequest
-from distilflow.teachers.cache import TeacherCache
+
+@dataclass
+class RowAnswer:
+    """The answer an input's synthetic rows come from: a teacher-cache entry's samples, with what the teachers'
+    combination recorded (`extra`: the teacher kept, agreement), or the reason the combination rejected the row."""
+
+    key: str
+    texts: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+    rejected: str = ""
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -61,19 +70,25 @@ def choose_samples(task: Task, texts: list[str], reference: Any, verify: str) ->
     return usable, reasons
 
 
-def build_synthetic(ctx: StageContext, cache: TeacherCache, requests_by_split: dict[str, list[TeacherRequest]]) -> dict[str, Any]:
+def build_synthetic(ctx: StageContext, answers_by_split: dict[str, list[RowAnswer | None]]) -> dict[str, Any]:
+    """`answers_by_split`: per split, the answer of each input in order (None: failed for good, in failed.jsonl)."""
     task, verify = ctx.task, ctx.spec.generation.verify
     rejected: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
+    kept_by_teacher: Counter[str] = Counter()
     accepted_counts: dict[str, int] = {}
-    for split, requests in requests_by_split.items():
+    for split, answers in answers_by_split.items():
         rows: list[dict[str, Any]] = []
         seen_exact: set[tuple[str, str]] = set()
         seen_near: set[tuple[str, str]] = set()
-        for example, request in zip(ctx.examples(split), requests):
-            answer = cache.get(request.key)
+        for example, answer in zip(ctx.examples(split), answers):
             if answer is None:
-                continue  # failed for good; listed in failed.jsonl
+                continue
+            if answer.rejected:
+                reasons[answer.rejected] += 1
+                rejected.append({**_rejected_row(example, split, 0, answer.texts[0] if answer.texts else "",
+                                                 answer.rejected), **answer.extra})
+                continue
             usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify)
             kept_shingles: list[frozenset] = []  # of this prompt's samples kept so far
             for index, text in enumerate(answer.texts):
@@ -92,13 +107,18 @@ def build_synthetic(ctx: StageContext, cache: TeacherCache, requests_by_split: d
                             kept_shingles.append(words)
                 if reason:
                     reasons[reason] += 1
-                    rejected.append(_rejected_row(example, split, index, text, reason))
+                    rejected.append({**_rejected_row(example, split, index, text, reason), **answer.extra})
                 elif index in usable:
-                    rows.append(_synthetic_row(example, request.key, index, text))
+                    rows.append({**_synthetic_row(example, answer.key, index, text), **answer.extra})
+                    if "teacher" in answer.extra:
+                        kept_by_teacher[answer.extra["teacher"]] += 1
         write_jsonl_atomic(ctx.paths.synthetic_split(split), rows)
         accepted_counts[split] = len(rows)
     write_jsonl_atomic(ctx.paths.rejected, rejected)
-    summary = {"accepted": accepted_counts, "rejected": len(rejected), "rejected_by_reason": dict(reasons)}
+    summary: dict[str, Any] = {"accepted": accepted_counts, "rejected": len(rejected),
+                               "rejected_by_reason": dict(reasons)}
+    if kept_by_teacher:
+        summary["kept_by_teacher"] = dict(kept_by_teacher)
     if accepted_counts.get("train", 0) == 0:
         detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "no answers"
         raise StageError(

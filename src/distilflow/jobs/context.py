@@ -38,6 +38,8 @@ class StageContext:
     inputs: PreparedInputs
     fingerprints: dict[str, str] = field(default_factory=dict)  # stage -> fingerprint of its inputs
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Trainer callbacks an orchestrator adds to the train stage (distilflow tune: score each epoch, prune, budget).
+    callbacks: list[Any] = field(default_factory=list)
 
     @property
     def task(self) -> Task:

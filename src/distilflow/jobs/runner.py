@@ -65,8 +65,10 @@ def record_job(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs) -> J
     return store
 
 
-def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None) -> JobRecord | None:
-    """Run the job's stages. `stages=None` runs every unfinished stage; naming stages re-runs them.
+def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None, *,
+            rerun: bool = True) -> JobRecord | None:
+    """Run the job's stages. `stages=None` runs every unfinished stage; naming stages re-runs them (with
+    `rerun=False`, only those not completed yet: what `distilflow tune` asks of the teacher stage).
 
     Everything that can be checked without the teacher is checked first; then the job's lock is taken, and only
     then is anything about the job written: a second run of a running job changes nothing."""
@@ -93,7 +95,7 @@ def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None
         for folder in (paths.root, paths.student, paths.synthetic, paths.eval):
             remove_stale_staging(folder)  # left by a process killed mid-write; safe: we hold the job's lock
         context = StageContext(spec, workspace, paths, store, inputs, stage_fingerprints(spec, inputs.data_hashes))
-        _run_stages(context, wanted, explicit=stages is not None)
+        _run_stages(context, wanted, explicit=stages is not None and rerun)
     finally:
         lock.release()
     return store.get(spec.name)  # read once the lock is free: the status is the job's, not "running"

@@ -75,6 +75,18 @@ def sentence_bleu(prediction: str, references: list[str]) -> float:
     return float(sacrebleu.sentence_bleu(prediction, references).score)
 
 
+@lru_cache(maxsize=1)
+def _chrf():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()
+
+
+def sentence_chrf(prediction: str, references: list[str]) -> float:
+    """chrF of one text against its references (sacrebleu defaults), 0-100."""
+    return float(_chrf().sentence_score(prediction, references).score)
+
+
 # ----- per-example sufficient statistics ------------------------------------------------------
 
 

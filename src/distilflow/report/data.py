@@ -13,6 +13,7 @@ from distilflow.metrics.intervals import intervals_overlap
 from distilflow.results import PEAK_RSS, CUDA_MAX_ALLOCATED, Interval, ModelResult, Prediction, read_predictions
 from distilflow.spec import MODEL_LABELS
 from distilflow.tasks.classification import ClassificationTask, confusion_counts
+from distilflow.workspace import teacher_eval_label
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -222,6 +223,16 @@ def job_results(ctx: "StageContext", labels: list[str]) -> dict[str, ModelResult
     return models
 
 
+def teacher_test_scores(ctx: "StageContext") -> dict[str, Any]:
+    """Several teachers: each one's primary metric on the test set (the first is the "teacher" model)."""
+    scores = {}
+    for index, teacher in enumerate(ctx.spec.teachers or []):
+        result = ModelResult.read(ctx.paths.eval_metrics(teacher_eval_label(index, teacher.name)))
+        if result is not None and result.evaluated:
+            scores[teacher.name] = result.task_metrics.get(ctx.task.primary_metric)
+    return scores
+
+
 def build_report(ctx: "StageContext") -> dict[str, Any]:
     labels = [label for label in MODEL_LABELS if label in ctx.spec.evaluation.models]
     models = {label: result.to_json(without_fingerprint=True) for label, result in job_results(ctx, labels).items()}
@@ -232,12 +243,19 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
     train["loss_curve"] = loss_curve(ctx.paths.train_log)
     report.update({
         "job": ctx.name,
-        "teacher": {"model": ctx.spec.teacher.model, "backend": ctx.spec.teacher.backend},
+        "teacher": {"model": ctx.spec.teacher.model, "backend": ctx.spec.teacher.backend,
+                    **({"team": [t.name for t in ctx.spec.teachers], "combine": ctx.spec.combine}
+                       if ctx.spec.combine else {})},
         "student": {"model": ctx.spec.student.model},
         "comparison": comparison(models, list(task.metric_names), task.primary_metric),
         "teacher_stage": ctx.stage_metrics("generate"),
         "training": train,
     })
+    if ctx.spec.teachers and len(ctx.spec.teachers) > 1:
+        report["teacher_test_scores"] = teacher_test_scores(ctx)
+    tuning = read_json(ctx.paths.tune_summary, default=None)
+    if tuning:  # distilflow tune ran: its trials and the chosen student's test score
+        report["tuning"] = tuning
     if isinstance(task, ClassificationTask):
         report["confusion"] = {label: confusion_counts(task, rows) for label, rows in predictions.items() if rows}
     if not ctx.examples("test"):

@@ -8,6 +8,8 @@ from typing import Any
 
 from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.report.teams import agreement_table, team_note, teachers_table
+from distilflow.report.tuning import trials_table, tuning_facts
 
 MAX_ANSWER_CHARS = 1200
 
@@ -42,6 +44,8 @@ CAPTIONS = {
     "loss": "Student training loss (and validation loss) by optimizer step.",
     "confusion": "Classification: for each reference label (rows), the share of its inputs answered with each "
                  "label (columns), per model.",
+    "tuning": "distilflow tune: each trial's validation score against each setting it tried (the chosen trial in "
+              "orange; pruned trials hollow, at the score they were stopped at).",
 }
 
 
@@ -96,6 +100,27 @@ def _training(train: dict[str, Any]) -> str:
     return "<h2>Training</h2>" + _table(["", ""], [[k, v] for k, v in facts], "training")
 
 
+def _teachers(report: dict[str, Any]) -> str:
+    """Several teachers: each one's quality, share of the kept answers and cost; their agreement matrix."""
+    stage = report.get("teacher_stage") or {}
+    table = teachers_table(stage, report.get("teacher_test_scores"), report.get("primary_metric", "score"))
+    if table is None:
+        return ""
+    parts = [f"<h2>Teachers</h2><p>Combined by {escape(str(stage.get('combine')))}.</p>", _table(*table, "teachers")]
+    agreement = agreement_table(stage)
+    if agreement is not None:
+        parts.append("<h3>Agreement between teachers</h3>" + _table(*agreement, "teacher-agreement"))
+    return "\n".join(parts)
+
+
+def _tuning(summary: dict[str, Any]) -> str:
+    """distilflow tune: the chosen settings and scores, and every trial's settings against its validation score."""
+    if not summary:
+        return ""
+    facts = _table(["", ""], [[k, v] for k, v in tuning_facts(summary)], "tuning")
+    return "<h2>Tuning</h2>" + facts + _table(*trials_table(summary), "trials")
+
+
 def _plots(plots: dict[str, str]) -> list[str]:
     if not plots:
         return []
@@ -137,12 +162,15 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
     lead = f"Task: {report['task_type']}."
     if report.get("teacher"):
-        lead += (f" Teacher: {report['teacher']['model']} ({report['teacher']['backend']})."
+        teacher = report["teacher"]
+        lead += (f" Teacher: {teacher['model']} ({teacher['backend']}){team_note(teacher)}."
                  f" Student: {report['student']['model']}.")
     parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
     parts += _measured(report, plots)
     parts.append(_teacher_stage(report.get("teacher_stage") or {}))
+    parts.append(_teachers(report))
     parts.append(_training(report.get("training") or {}))
+    parts.append(_tuning(report.get("tuning") or {}))
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))
     parts.append(f'<h2>How this was measured</h2><ul class="notes">{notes}</ul>')
     body = "\n".join(p for p in parts if p)

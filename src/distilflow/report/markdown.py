@@ -12,6 +12,8 @@ from distilflow.io import write_json_atomic, write_text_atomic
 from distilflow.report.checks import answer_checks_table, retention_table, warnings
 from distilflow.report.data import build_report
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.report.teams import team_note, teams_markdown
+from distilflow.report.tuning import tuning_markdown
 from distilflow.workspace import JobPaths
 
 if TYPE_CHECKING:
@@ -89,10 +91,12 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
     lines = [f"# {_md_text(title)}", ""]
     if report.get("teacher"):
-        lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(report['teacher']['model'])} "
-                  f"({report['teacher']['backend']}). Student: {_md_code(report['student']['model'])}.", ""]
+        teacher = report["teacher"]
+        lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(teacher['model'])} "
+                  f"({teacher['backend']}){team_note(teacher)}. Student: {_md_code(report['student']['model'])}.", ""]
     lines += _md_measured(report, plot_files or {})
     lines += _md_teacher_stage(report.get("teacher_stage") or {})
+    lines += teams_markdown(report)
     train = report.get("training") or {}
     if train.get("method"):
         lines += ["## Training", "", f"- Method: {train.get('method')}, steps: {train.get('steps')}, final train loss: "
@@ -100,6 +104,7 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
         if train.get("teacher_requests") is not None:  # on_policy with a served teacher: these calls cost money
             lines.insert(-1, f"- Teacher scoring during training: {train['teacher_requests']} requests, "
                              f"{train.get('teacher_prompt_tokens', 0)} prompt tokens")
+    lines += tuning_markdown(report.get("tuning") or {})
     lines += ["## How this was measured", ""] + [f"- {_md_text(n)}" for n in report.get("notes", [])] + [""]
     return "\n".join(lines)
 

@@ -177,8 +177,33 @@ def confusion_svg(report: dict[str, Any]) -> str | None:
     return _to_svg(fig, "confusion")
 
 
+def tuning_svg(report: dict[str, Any]) -> str | None:
+    """distilflow tune: each trial's validation score against each setting, one panel per setting (the chosen
+    trial in orange, pruned trials hollow: their score is the one they were stopped at)."""
+    tuning = report.get("tuning") or {}
+    trials = [t for t in tuning.get("trials", []) if t.get("value") is not None]
+    names = sorted({name for t in trials for name in t.get("settings", {})})
+    if not trials or not names:
+        return None
+    fig, axes = _figure(len(names))
+    for ax, name in zip(axes, names):
+        values = [t["settings"].get(name) for t in trials]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        xs = values if numeric else [str(v) for v in values]
+        for x, t in zip(xs, trials):
+            chosen = t["number"] == tuning["best"]["number"]
+            color = "#dd8452" if chosen else "#4c72b0"
+            ax.scatter([x], [t["value"]], s=36, color=color if t["state"] != "pruned" else "none", edgecolors=color)
+        if numeric and min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"validation {tuning.get('metric', 'score')}")
+    return _to_svg(fig, "tuning")
+
+
 PLOTS = {"scores": scores_svg, "latency": latency_svg, "memory": memory_svg, "loss": loss_svg,
-         "confusion": confusion_svg}
+         "confusion": confusion_svg, "tuning": tuning_svg}
 
 
 def all_plots(report: dict[str, Any]) -> dict[str, str]:

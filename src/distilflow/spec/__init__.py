@@ -7,10 +7,13 @@ from distilflow.spec.loading import (describe_validation_error, dump_spec, load_
 from distilflow.spec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
                                    AnswerMode, Device, Dtype, ModelLabel, PromptFormat, TaskType, check_name)
 from distilflow.spec.sections import (AttentionSpec, EnvRef, EvaluationSpec, GenerationSpec, HiddenStatesSpec,
-                                      Hyperparameters, LoraSpec, PruneRule, StudentSpec, TeacherSpec, TrainingSpec)
+                                      Hyperparameters, LoraSpec, PruneRule, RouteRule, StudentSpec, TeacherSpec,
+                                      TeamTeacherSpec, TrainingSpec)
+from distilflow.spec.tune import TUNABLE, TuneRange, TuneSpec, default_space
 
 __all__ = ["DTYPES", "JOB_NAME_PATTERN", "LR_SCHEDULERS", "MODEL_LABELS", "TASK_TYPES", "TRAINING_METHODS", "AnswerMode",
            "AttentionSpec", "HiddenStatesSpec", "Device", "Dtype", "EnvRef", "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec",
-           "ModelLabel", "PromptFormat", "PruneRule", "StudentSpec", "TaskType", "TeacherSpec", "TrainingSpec",
+           "ModelLabel", "PromptFormat", "PruneRule", "RouteRule", "TUNABLE", "TeamTeacherSpec", "TuneRange", "TuneSpec",
+           "default_space", "StudentSpec", "TaskType", "TeacherSpec", "TrainingSpec",
            "check_name", "describe_validation_error", "dump_spec", "load_spec", "parse_spec", "resolve_model_ref",
            "resolve_paths", "resolve_relative"]

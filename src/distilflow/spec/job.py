@@ -8,12 +8,16 @@ from pydantic import Field, field_validator, model_validator
 
 from distilflow.spec.names import TaskType, check_name
 from distilflow.spec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
-                                      TrainingSpec, _Section)
+                                      TeamTeacherSpec, TrainingSpec, _Section)
+from distilflow.spec.tune import TuneSpec
 
 class JobSpec(_Section):
     name: str | None = None
     task_type: TaskType
-    teacher: TeacherSpec
+    # One teacher (`teacher:`) or several (`teachers:`, combined by generation.combine). With several, `teacher`
+    # is the first of them: the one evaluated as "teacher" and the one every single-teacher setting reads.
+    teacher: TeacherSpec = None  # type: ignore[assignment]  # filled from `teachers` when absent
+    teachers: list[TeamTeacherSpec] | None = Field(None, min_length=1)
     student: StudentSpec
     training_data: str
     validation_data: str | None = None
@@ -23,6 +27,7 @@ class JobSpec(_Section):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    tune: TuneSpec | None = None
 
     # The name the distilled student is registered under (default: STUDENT-distilled), as Azure ML's
     # DistillationJob(output_model_name=...).
@@ -33,17 +38,51 @@ class JobSpec(_Section):
     def _valid_name(cls, value: str | None) -> str | None:
         return check_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_teacher_section(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if data.get("teacher") is None and not data.get("teachers"):
+                raise ValueError("missing required key 'teacher' (or 'teachers', a list of teachers)")
+            # (validating an assignment sees the filled-in `teacher`: the first of `teachers`)
+            if data.get("teacher") is not None and data.get("teachers") and data["teacher"] != data["teachers"][0]:
+                raise ValueError("give either 'teacher' (one) or 'teachers' (a list), not both")
+        return data
+
+    @model_validator(mode="after")
+    def _teachers_fit(self) -> "JobSpec":
+        if self.teachers:
+            # Set directly: an assignment would validate the whole spec again (and see both sections).
+            self.__dict__["teacher"] = self.teachers[0]
+            names = [t.name for t in self.teachers]
+            if len(set(names)) < len(names):
+                raise ValueError(f"teachers: every teacher needs its own name (got {', '.join(names)})")
+            for t in self.teachers:
+                self._check_backend(t, f"teachers.{t.name}")
+            if self.generation.combine != "route" and any(t.route is not None for t in self.teachers):
+                raise ValueError("teachers.*.route picks rows for generation.combine: route; set it, or drop route")
+            if self.generation.combine == "route" and not any(t.route is not None for t in self.teachers):
+                raise ValueError("generation.combine route needs a route: {field, values} or {pattern} on a teacher")
+        elif self.generation.combine is not None:
+            raise ValueError("generation.combine combines several teachers: list them under 'teachers'")
+        return self
+
+    @staticmethod
+    def _check_backend(t: TeacherSpec, where: str) -> None:
+        if t.backend == "openai" and not t.base_url and not t.api_key_env:
+            raise ValueError(f"{where}.backend openai needs {where}.base_url or {where}.api_key_env")
+        if t.backend == "recorded" and not (t.path or t.model):
+            raise ValueError(f"{where}.backend recorded needs {where}.path")
+
     @model_validator(mode="after")
     def _backend_needs(self) -> "JobSpec":
         t = self.teacher
-        if t.backend == "openai" and not t.base_url and not t.api_key_env:
-            raise ValueError("teacher.backend openai needs teacher.base_url or teacher.api_key_env")
-        if t.backend == "recorded" and not (t.path or t.model):
-            raise ValueError("teacher.backend recorded needs teacher.path")
+        if not self.teachers:
+            self._check_backend(t, "teacher")
         ranked = self.generation.answer_mode == "rank" or self.evaluation.answer_mode == "rank"
         if ranked and self.task_type != "classification":
             raise ValueError("answer_mode rank picks one of the labels: it needs task_type classification")
-        if self.generation.answer_mode == "rank" and t.backend != "hf":
+        if self.generation.answer_mode == "rank" and any(t.backend != "hf" for t in self.teacher_list()):
             raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
         if self.labels is not None and self.task_type != "classification":
@@ -51,6 +90,17 @@ class JobSpec(_Section):
         return self
 
     # ----- derived values -------------------------------------------------------------------
+    def teacher_list(self) -> list[TeacherSpec]:
+        """Every teacher of the job, in the order the spec lists them."""
+        return list(self.teachers) if self.teachers else [self.teacher]
+
+    @property
+    def combine(self) -> str | None:
+        """How several teachers' answers become one (None with one teacher)."""
+        if not self.teachers or len(self.teachers) < 2:
+            return None
+        return self.generation.combine or "vote"
+
     @property
     def teacher_temperature(self) -> float:
         g = self.generation.temperature
@@ -67,6 +117,7 @@ class JobSpec(_Section):
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved spec as stored in the workspace (it holds no secrets by construction)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        # With `teachers:`, `teacher` is their first: stored once, as given.
+        return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None)
 
 

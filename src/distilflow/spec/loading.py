@@ -7,13 +7,16 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from distilflow.errors import SpecError
 from distilflow.spec.job import JobSpec
+from distilflow.spec.sections import TeacherSpec
+
+TeacherT = TypeVar("TeacherT", bound=TeacherSpec)
 
 _PATH_FIELDS = ("training_data", "validation_data", "test_data")
 
@@ -61,7 +64,7 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], so
         else:
             # Never echo input values: a misplaced secret must not reach a terminal or log.
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"'{dotted}': {message}")
+            problems.append(f"'{dotted}': {message}" if loc else message)
     return f"{source}: " + "; ".join(problems)
 
 
@@ -82,14 +85,20 @@ def resolve_model_ref(value: str, base: Path) -> str:
     return str(candidate.resolve()) if candidate.exists() else value
 
 
+def _resolve_teacher(teacher: TeacherT, base: Path) -> TeacherT:
+    return teacher.model_copy(update={"model": resolve_model_ref(teacher.model, base),
+                                      "path": resolve_relative(teacher.path, base)})
+
+
 def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     """Resolve data files and local model paths against `base` (the spec file's folder)."""
     updates: dict[str, Any] = {f: resolve_relative(getattr(spec, f), base) for f in _PATH_FIELDS}
+    if spec.teachers:
+        updates["teachers"] = [_resolve_teacher(t, base) for t in spec.teachers]
+        updates["teacher"] = updates["teachers"][0]
+    else:
+        updates["teacher"] = _resolve_teacher(spec.teacher, base)
     spec = spec.model_copy(update=updates)
-    spec.teacher = spec.teacher.model_copy(update={
-        "model": resolve_model_ref(spec.teacher.model, base),
-        "path": resolve_relative(spec.teacher.path, base),
-    })
     spec.student = spec.student.model_copy(update={"model": resolve_model_ref(spec.student.model, base)})
     return spec
 

@@ -3,9 +3,10 @@ models that forbid unknown keys and non-finite numbers, and keep secrets out (a 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
 from distilflow.spec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
@@ -106,6 +107,42 @@ class TeacherSpec(_Section):
                 for name, value in self.headers.items()}
 
 
+class RouteRule(_Section):
+    """generation.combine route: the rows this teacher answers, by a field value of the data row or a regular
+    expression searched in the input text."""
+
+    field: str | None = Field(None, description="a field of the data row")
+    values: list[str] = Field(default_factory=list, description="the field's values that pick this teacher")
+    pattern: str | None = Field(None, description="a regular expression searched in the input's text")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "RouteRule":
+        if (self.field is None) == (self.pattern is None):
+            raise ValueError("a route is either {field: NAME, values: [...]} or {pattern: REGEX}")
+        if self.field is not None and not self.values:
+            raise ValueError("a route by field needs the values that pick this teacher")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern is not a regular expression ({error})") from None
+        return self
+
+
+class TeamTeacherSpec(TeacherSpec):
+    """One of several teachers (`teachers:`): a teacher section with a name, a weight and, for combine route, the
+    rows it answers."""
+
+    name: str = Field(description="the teacher's name in rows, metrics and the report")
+    weight: float = Field(1.0, gt=0, description="its vote (combine vote) and its share of the kd mixture")
+    route: RouteRule | None = Field(None, description="combine route: the rows it answers (none: every other row)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_name(value) or value
+
+
 class PruneRule(_Section):
     every: int = Field(ge=1, description="keep every k-th layer")
     keep_last: bool = True
@@ -153,6 +190,8 @@ class GenerationSpec(_Section):
     min_success_ratio: float = Field(0.9, ge=0, le=1)
     deduplicate: bool = True
     max_examples: int | None = Field(None, ge=1, description="use only the first N rows of each data file")
+    # Several teachers (`teachers:`): how their answers become one (None with one teacher; vote by default).
+    combine: Literal["vote", "best_of", "route"] | None = None
 
 
 class LoraSpec(_Section):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class Example:
     reference: Any = None
     source_file: str = ""
     source_line: int = 0
+    # The row's scalar fields as given (e.g. a difficulty tag): what generation.combine route can pick a teacher by.
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def provenance(self) -> dict[str, Any]:

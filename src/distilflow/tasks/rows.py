@@ -20,7 +20,8 @@ def read_examples(path: str | Path, task: Task, split: str, limit: int | None = 
         except RowError as error:
             raise DataError(f"{path}, line {line_no}: {error} (task type {task.name})") from None
         examples.append(Example(id=f"{split}-{line_no}", messages=messages, reference=reference,
-                                source_file=str(path), source_line=line_no))
+                                source_file=str(path), source_line=line_no,
+                                fields={k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}))
     if not examples:
         raise DataError(f"{path}: the file is empty (expected one JSON object per line)")
     return examples

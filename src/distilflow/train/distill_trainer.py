@@ -22,7 +22,8 @@ from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from distilflow.train.layer_map import MatchingPlan
 from distilflow.train.layer_matching import capture_layers, matching_terms, prepare_models_for_matching
-from distilflow.train.losses import DistillSettings, Head, LossTerms, dense_kd_loss, sparse_kd_loss
+from distilflow.train.losses import (DistillSettings, Head, LossTerms, TeacherTarget, mixture_kd_loss,
+                                     sparse_kd_loss)
 
 if TYPE_CHECKING:
     from distilflow.spec import TrainingSpec
@@ -67,10 +68,16 @@ def lm_head(model: Any) -> Head:
 class DistillationTrainer(SFTTrainer):
     def __init__(self, *args: Any, distill: DistillSettings, teacher_model: Any = None,
                  teacher_prefix_ids: list[int] | None = None, matching: MatchingPlan | None = None,
+                 more_teachers: list[tuple[Any, float]] | None = None, teacher_weight: float = 1.0,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.teacher_model = teacher_model
+        # Several local teachers (kd with `teachers:`): the target is the weighted mixture of their distributions.
+        self.more_teachers = more_teachers or []
+        self.teacher_weight = teacher_weight
+        for other, _ in self.more_teachers:
+            other.to(self.args.device).eval().requires_grad_(False)
         self.teacher_prefix_ids = teacher_prefix_ids  # a few-shot block only the teacher reads (context distillation)
         self._teacher_prefix: Any = None
         self.matching = matching if matching is not None and matching.active else None
@@ -96,6 +103,15 @@ class DistillationTrainer(SFTTrainer):
         """The local teacher's last hidden states (and its mapped layers) for this batch."""
         with torch.no_grad(), self._captured(self.teacher_model, "teacher") as states:
             return self._teacher_hidden(model_inputs), states
+
+    def _targets(self, teacher_hidden: torch.Tensor, model_inputs: dict[str, Any]) -> list[TeacherTarget]:
+        """The teacher (and the further teachers of a mixture), each at the student's positions."""
+        targets = [TeacherTarget(teacher_hidden[:, :-1], lm_head(self.teacher_model), self.teacher_weight)]
+        for other, weight in self.more_teachers:
+            with torch.no_grad():
+                hidden = last_hidden_state(other, model_inputs)
+            targets.append(TeacherTarget(hidden[:, :-1], lm_head(other), weight))
+        return targets
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
@@ -149,8 +165,8 @@ class DistillationTrainer(SFTTrainer):
                                                   shifted, self.distill, normalizer)
             else:
                 assert teacher_hidden is not None, "a distillation batch needs a local teacher or top-K targets"
-                terms = dense_kd_loss(hidden, head, teacher_hidden[:, :-1], lm_head(self.teacher_model), shifted,
-                                      self.distill, normalizer)
+                terms = mixture_kd_loss(hidden, head, self._targets(teacher_hidden, model_inputs), shifted,
+                                        self.distill, normalizer)
         loss, zero = terms.loss, terms.kd_sum.new_zeros(())
         matched, hidden_sum, attention_sum = zero, zero, zero
         if self.matching is not None:

@@ -148,18 +148,40 @@ def sparse_buckets(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk
 ChunkTerms = Callable[[torch.Tensor, slice], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-def _dense_terms(teacher_hidden: torch.Tensor, teacher_head: Head, labels: torch.Tensor,
-                 settings: DistillSettings, vocab: int) -> ChunkTerms:
-    teacher_weight = teacher_head.weight[:vocab]
-    teacher_bias = None if teacher_head.bias is None else teacher_head.bias[:vocab]
+@dataclass(frozen=True)
+class TeacherTarget:
+    """One local teacher's last hidden states (aligned with the student's) and LM head, and its mixture weight."""
 
+    hidden: torch.Tensor
+    head: Head
+    weight: float = 1.0
+
+
+def _mixture_log_probs(teachers: list[TeacherTarget], rows: slice, settings: DistillSettings,
+                       vocab: int) -> torch.Tensor:
+    """log of sum_i w_i softmax(teacher_i logits / T) over the rows, the weights normalised: one teacher's logits
+    exist at a time (two chunk-sized buffers whatever the number of teachers). One teacher: its log-softmax."""
+    total = sum(t.weight for t in teachers)
+    log_p: torch.Tensor | None = None
+    for teacher in teachers:
+        bias = None if teacher.head.bias is None else teacher.head.bias[:vocab]
+        logits = teacher.head.logits(teacher.hidden[rows], teacher.head.weight[:vocab], bias)
+        log_i = torch.log_softmax(logits / settings.temperature, dim=-1)
+        del logits
+        if len(teachers) > 1:
+            log_i = log_i + math.log(teacher.weight / total)
+        log_p = log_i if log_p is None else torch.logaddexp(log_p, log_i)
+    assert log_p is not None
+    return log_p
+
+
+def _dense_terms(teachers: list[TeacherTarget], labels: torch.Tensor, settings: DistillSettings,
+                 vocab: int) -> ChunkTerms:
     def terms(student_logits: torch.Tensor, rows: slice):
         kd = ce = None
         if settings.alpha > 0:
             with torch.no_grad():
-                teacher_logits = teacher_head.logits(teacher_hidden[rows], teacher_weight, teacher_bias)
-                log_p = torch.log_softmax(teacher_logits / settings.temperature, dim=-1)
-                del teacher_logits
+                log_p = _mixture_log_probs(teachers, rows, settings, vocab)
             log_q = torch.log_softmax(student_logits / settings.temperature, dim=-1)
             kd = _divergence(log_p, log_q, settings)
         if settings.alpha < 1:
@@ -274,9 +296,20 @@ def dense_kd_loss(student_hidden: torch.Tensor, student_head: Head, teacher_hidd
 
     The two heads may have more rows than the shared vocabulary (padding rows); both are cut to the smaller one.
     """
-    labels, student_hidden, teacher_hidden = _valid_rows(labels, student_hidden, teacher_hidden)
-    vocab = min(student_head.weight.shape[0], teacher_head.weight.shape[0])
-    terms = _dense_terms(teacher_hidden, teacher_head, labels, settings, vocab)
+    return mixture_kd_loss(student_hidden, student_head, [TeacherTarget(teacher_hidden, teacher_head)], labels,
+                           settings, normalizer)
+
+
+def mixture_kd_loss(student_hidden: torch.Tensor, student_head: Head, teachers: list[TeacherTarget],
+                    labels: torch.Tensor, settings: DistillSettings,
+                    normalizer: torch.Tensor | int | None = None) -> LossTerms:
+    """Online KD against the weighted mixture of several local teachers' distributions (sharing the student's
+    tokenizer): p = sum_i w_i p_i / sum_i w_i at the kd temperature, then the divergence as for one teacher."""
+    mask = labels != -100
+    labels, student_hidden = labels[mask], student_hidden[mask]
+    teachers = [TeacherTarget(t.hidden[mask], t.head, t.weight) for t in teachers]
+    vocab = min(student_head.weight.shape[0], *(t.head.weight.shape[0] for t in teachers))
+    terms = _dense_terms(teachers, labels, settings, vocab)
     bias = None if student_head.bias is None else student_head.bias[:vocab]
     total, kd, ce = _ChunkedHeadLoss.apply(student_hidden, student_head.weight[:vocab], bias, student_head, terms,
                                            settings)

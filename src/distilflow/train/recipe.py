@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from distilflow.jobs.context import StageContext
     from distilflow.jobs.progress import StageProgress
-    from distilflow.spec import JobSpec
+    from distilflow.spec import JobSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -100,12 +100,13 @@ def load_student_to_train(ctx: "StageContext") -> tuple[Any, Any]:
     return load_student(ctx, device="cpu", save=is_main_process())
 
 
-def load_local_teacher(ctx: "StageContext") -> Any:
+def load_local_teacher(ctx: "StageContext", teacher: "TeacherSpec | None" = None) -> Any:
     """The local teacher that scores the student's tokens (kd, on_policy, layer matching), frozen, in the dtype its
-    spec asks for on the training device."""
-    dtype = pick_dtype(ctx.spec.teacher.dtype, training_device(ctx.spec))
+    spec asks for on the training device (`teacher`: one of several, default the job's first)."""
+    teacher = teacher or ctx.spec.teacher
+    dtype = pick_dtype(teacher.dtype, training_device(ctx.spec))
     # Loaded on the CPU; the trainer moves it to its (per-process) device.
-    model = load_causal_lm(ctx.spec.teacher.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
+    model = load_causal_lm(teacher.model, device="cpu", dtype=str(dtype).removeprefix("torch."))
     return model.eval().requires_grad_(False)
 
 
@@ -305,7 +306,8 @@ def fit(ctx: "StageContext", plan: MethodPlan, model: Any, tokenizer: Any) -> di
     with ctx.progress("train", None, description) if main else contextlib.nullcontext() as progress:
         trainer = plan.trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                      processing_class=tokenizer, peft_config=lora_config(ctx),
-                                     callbacks=training_callbacks(ctx, progress) if main else [],
+                                     callbacks=[*(training_callbacks(ctx, progress) if main else []),
+                                                *ctx.callbacks],
                                      **plan.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our progress bar shows the loss
         result = trainer.train(resume_from_checkpoint=resume_from)
