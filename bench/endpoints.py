@@ -11,46 +11,20 @@ prints it as a share of N * C / L, with how the answers were spread.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
-from generate_throughput import prompts, server_process, server_stats  # noqa: E402
+from generate_throughput import run_generate, server_process, server_stats, tiny_student  # noqa: E402
 from openai_server import steady_rate  # noqa: E402
 
 
-def tiny_student(folder: Path) -> Path:
-    """The stage checks its student before asking the teacher: a tiny random one (tests/tiny_models.py)."""
-    from tiny_models import build_model, build_tokenizer
-
-    return build_model(folder / "student", build_tokenizer(folder / "tokenizer"), layers=1, hidden=32)
-
-
 def run(roots: list[str], n: int, concurrency: int, folder: Path, student: Path) -> dict:
-    import yaml
-
-    data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n" for p in prompts(n)))
-    spec = {"name": "bench", "task_type": "conversation",
-            "teacher": {"backend": "openai", "model": "bench-teacher", "base_url": [f"{r}/v1" for r in roots],
-                        "api_key_env": "BENCH_KEY", "max_concurrency": concurrency},
-            "student": {"model": str(student)}, "training_data": str(data), "generation": {"max_tokens": 32}}
-    (folder / "job.yaml").write_text(yaml.safe_dump(spec))
-    env = dict(os.environ, BENCH_KEY="bench-key", PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1")
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "distilflow", "generate", str(folder / "job.yaml"), "--workspace",
-                             str(folder / "ws")], env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"distilflow failed: {result.stderr[-2000:]}")
+    wall = run_generate([f"{r}/v1" for r in roots], n, concurrency, folder, student)
     stats = [server_stats(root) for root in roots]
     times = [t for s in stats for t in s["answer_times"]]  # CLOCK_MONOTONIC: one clock for every process
     return {"rate": steady_rate(times), "wall": wall, "spread": [s["answers"] for s in stats]}

@@ -59,17 +59,25 @@ def prompts(n: int) -> list[str]:
     return [f"Bench prompt {i}: say something short about the number {i}." for i in range(n)]
 
 
-def run_distilflow(root: str, n: int, concurrency: int, folder: Path) -> tuple[float, float]:
+def tiny_student(folder: Path) -> Path:
+    """The stage checks its student before asking the teacher: a tiny random one (tests/tiny_models.py)."""
+    from tiny_models import build_model, build_tokenizer
+
+    return build_model(folder / "student", build_tokenizer(folder / "tokenizer"), layers=1, hidden=32)
+
+
+def run_generate(base_url: str | list[str], n: int, concurrency: int, folder: Path, student: Path) -> float:
+    """`distilflow generate` (the real CLI) on n prompts against the server(s); returns its wall seconds."""
     import yaml
 
     data = folder / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n" for p in prompts(n)))
     spec = {"name": "bench", "task_type": "conversation",
-            "teacher": {"backend": "openai", "model": "bench-teacher", "base_url": f"{root}/v1",
+            "teacher": {"backend": "openai", "model": "bench-teacher", "base_url": base_url,
                         "api_key_env": "BENCH_KEY", "max_concurrency": concurrency},
-            "student": {"model": "unused"}, "training_data": str(data), "generation": {"max_tokens": 32}}
+            "student": {"model": str(student)}, "training_data": str(data), "generation": {"max_tokens": 32}}
     (folder / "job.yaml").write_text(yaml.safe_dump(spec))
-    env = dict(os.environ, BENCH_KEY="bench-key", PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, BENCH_KEY="bench-key", PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1")
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "distilflow", "generate", str(folder / "job.yaml"), "--workspace",
                              str(folder / "ws")], env=env, capture_output=True, text=True)
@@ -78,6 +86,11 @@ def run_distilflow(root: str, n: int, concurrency: int, folder: Path) -> tuple[f
         raise RuntimeError(f"distilflow failed: {result.stderr[-2000:]}")
     rows = sum(1 for _ in (folder / "ws" / "jobs" / "bench" / "synthetic" / "train.jsonl").open())
     assert rows == n, f"expected {n} synthetic rows, got {rows}"
+    return wall
+
+
+def run_distilflow(root: str, n: int, concurrency: int, folder: Path, student: Path) -> tuple[float, float]:
+    wall = run_generate(f"{root}/v1", n, concurrency, folder, student)
     return steady_rate(server_stats(root)["answer_times"]), wall
 
 
@@ -138,11 +151,12 @@ def main() -> None:
     ours: list[float] = []
     peers: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        student = tiny_student(Path(tmp))
         for repeat in range(args.repeats):
             folder = Path(tmp) / f"ours-{repeat}"
             folder.mkdir()
             with server_process(args.latency) as root:  # a fresh server: nothing cached, counters at zero
-                rate, wall = run_distilflow(root, args.prompts, args.concurrency, folder)
+                rate, wall = run_distilflow(root, args.prompts, args.concurrency, folder, student)
             ours.append(rate)
             print(f"distilflow: {rate:.1f} answers/s in steady state = {rate / limit:.3f} of the limit "
                   f"(whole command {wall:.1f}s incl. start-up and synthetic set)", flush=True)

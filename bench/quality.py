@@ -10,6 +10,8 @@ teacher), agreement with the teacher on the test inputs, training minutes, laten
     python bench/quality.py                                    # intents: methods, then the depth frontier
     python bench/quality.py --scenario examples/summarize-smollm2.yaml --methods sft kd_forward sparse_kd
     python bench/quality.py --frontier 8 12 16 20 --methods    # the frontier only
+    python bench/quality.py --base-job runs/jobs/support-intents-smollm2 --frontier --keep-earlier \
+        --methods sparse_kd sft kd_forward on_policy           # after the demo: reuse its teacher, add methods
 
 Writes bench/results/quality-<scenario>.json (every figure) and quality-<scenario>-frontier.svg, and prints the
 Markdown table that bench/README.md records.
@@ -63,11 +65,11 @@ def variant_spec(base: dict, folder: Path, name: str, training: dict, prune: lis
     return path
 
 
-def seed_from_base(workspace: Path, base: str, name: str, same_student: bool) -> None:
+def seed_from_base(source: Path, workspace: Path, name: str, same_student: bool) -> None:
     """The variant reuses the base job's teacher answers (cache) and the teacher's evaluation, and the baseline's
     when the student starts the same (same inputs and settings: the evaluate stage finds its fingerprint and skips
     the model; a different fingerprint is simply evaluated again)."""
-    source, target = workspace / "jobs" / base, workspace / "jobs" / name
+    target = workspace / "jobs" / name
     (target / "cache").mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / "cache" / "teacher.sqlite", target / "cache" / "teacher.sqlite")
     for model in ("teacher", "baseline") if same_student else ("teacher",):
@@ -84,7 +86,8 @@ def scenario_method(spec: dict) -> str | None:
     return None
 
 
-def row_of(workspace: Path, name: str, seconds: float) -> dict:
+def row_of(workspace: Path, name: str, seconds: float | None) -> dict:
+    """One table row from the job's report (seconds: the whole `distilflow run`; None: the stages' own times)."""
     report = json.loads((workspace / "jobs" / name / "report.json").read_text())
     primary = report["primary_metric"]
     distilled, teacher = report["models"]["distilled"], report["models"]["teacher"]
@@ -93,20 +96,32 @@ def row_of(workspace: Path, name: str, seconds: float) -> dict:
     return {"variant": name, "metric": primary, "score": interval["value"], "low": interval["low"],
             "high": interval["high"], "teacher": teacher["task_metrics"][primary],
             "retention": report["comparison"]["retention"], "agreement": agreement.get("value"),
-            "train_minutes": stage_minutes(workspace, name, "train"), "job_minutes": round(seconds / 60, 2),
+            "train_minutes": stage_minutes(workspace, name, "train"), "job_minutes": round(seconds / 60, 2) if seconds is not None else job_minutes(workspace, name),
             "latency_ms": distilled["latency_mean_s"] * 1000, "teacher_latency_ms": teacher["latency_mean_s"] * 1000,
             "answers_per_s": distilled.get("throughput_answers_per_s"),
             "layers": student_layers(workspace / "jobs" / name), "degenerate": (distilled.get("degeneration") or {}).get("degenerate")}
 
 
-def stage_minutes(workspace: Path, name: str, stage: str) -> float | None:
-    """Wall minutes of one stage of the job, from the job store (what `distilflow jobs show` prints)."""
+def stage_records(workspace: Path, name: str) -> list[dict]:
+    """The job's stages as the job store has them (what `distilflow jobs show` prints)."""
     result = subprocess.run([sys.executable, "-m", "distilflow", "jobs", "show", name, "--json", "--workspace",
                              str(workspace)], capture_output=True, text=True, check=True)
-    record = next(s for s in json.loads(result.stdout)["stages"] if s["stage"] == stage)
+    return json.loads(result.stdout)["stages"]
+
+
+def stage_minutes(workspace: Path, name: str, stage: str) -> float | None:
+    record = next(s for s in stage_records(workspace, name) if s["stage"] == stage)
     if not record.get("started_at") or not record.get("finished_at"):
         return None
     return round((record["finished_at"] - record["started_at"]) / 60, 2)
+
+
+def job_minutes(workspace: Path, name: str) -> float | None:
+    """From the first stage's start to the last one's end."""
+    records = [s for s in stage_records(workspace, name) if s.get("started_at") and s.get("finished_at")]
+    if not records:
+        return None
+    return round((max(s["finished_at"] for s in records) - min(s["started_at"] for s in records)) / 60, 2)
 
 
 def student_layers(job: Path) -> int | None:
@@ -151,6 +166,10 @@ def main() -> None:
                         help="student depths (layers kept of 30) for the frontier, with --frontier-method")
     parser.add_argument("--frontier-method", default="sparse_kd")
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/distilflow-quality"))
+    parser.add_argument("--keep-earlier", action="store_true",
+                        help="keep the rows of earlier runs in the results file (a methods run after a frontier run)")
+    parser.add_argument("--base-job", type=Path, help="a finished job of the scenario as it stands (e.g. the demo's "
+                        "runs/jobs/support-intents-smollm2): used as the base instead of running it again")
     args = parser.parse_args()
     base_spec = yaml.safe_load(args.scenario.read_text())
     for key in ("training_data", "validation_data", "test_data"):
@@ -160,19 +179,29 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stem = args.scenario.stem
     own = scenario_method(base_spec)
-    base = f"{stem}-{own or 'base'}"
-    seconds = run(variant_spec(base_spec, folder, base, {}, None), args.workspace)
-    rows = [row_of(args.workspace, base, seconds)] if own in args.methods or own == args.frontier_method else []
+    if args.base_job:
+        base_job = args.base_job.resolve()
+        base_row = row_of(base_job.parent.parent, base_job.name, None)
+    else:
+        base_job = args.workspace / "jobs" / f"{stem}-{own or 'base'}"
+        seconds = run(variant_spec(base_spec, folder, base_job.name, {}, None), args.workspace)
+        base_row = row_of(args.workspace, base_job.name, seconds)
+    base_row["variant"] = f"{stem}-{own or 'base'}"
+    rows = [base_row] if own in args.methods or own == args.frontier_method else []
     variants = [(f"{stem}-{m}", METHODS[m], None) for m in args.methods if m != own]
     variants += [(f"{stem}-{args.frontier_method}-L{n}", METHODS[args.frontier_method], evenly(n))
                  for n in args.frontier]
     for name, training, prune in variants:
-        seed_from_base(args.workspace, base, name, same_student=prune is None)
+        seed_from_base(base_job, args.workspace, name, same_student=prune is None)
         seconds = run(variant_spec(base_spec, folder, name, training, prune), args.workspace)
         rows.append(row_of(args.workspace, name, seconds))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"quality-{stem}.json").write_text(json.dumps(rows, indent=2))
+    results = RESULTS / f"quality-{stem}.json"
+    if results.exists() and args.keep_earlier:
+        fresh = {r["variant"] for r in rows}
+        rows = [r for r in json.loads(results.read_text()) if r["variant"] not in fresh] + rows
+    results.write_text(json.dumps(rows, indent=2))
     # the depth frontier: the frontier method at every depth, the scenario's own depth (its base job) included
     depth_rows = sorted((r for r in rows if "-L" in r["variant"] or r["variant"] == f"{stem}-{args.frontier_method}"),
                         key=lambda r: r["layers"] or 0)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv (see setup.sh) and runs the demo job: SmolLM2-135M-Instruct teaches a pruned copy of itself (see README, "Two commands").
+# Sets up .venv (see setup.sh) and runs the demo job: SmolLM2-135M-Instruct, reading 40 examples, teaches a pruned
+# copy of itself to label customer-support messages zero-shot (see README, "The demo").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-distilflow run examples/summarize-smollm2.yaml --workspace "${DISTILFLOW_HOME:-runs}"
+distilflow run examples/support-intents-smollm2.yaml --workspace "${DISTILFLOW_HOME:-runs}"

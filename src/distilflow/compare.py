@@ -43,18 +43,8 @@ def _labels(targets: list[tuple[str | None, ModelTarget]]) -> list[str]:
     return labels
 
 
-def _evaluations(workspace: Workspace) -> Path:
-    return workspace.root / "evaluations"
-
-
 def _run_folder(workspace: Workspace, names: list[str]) -> Path:
-    return _evaluations(workspace) / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest(names, length=8)}"
-
-
-def _answer_cache(workspace: Workspace) -> Path:
-    """API models' answers, kept across runs (each keyed by model, URL, prompt and settings): a re-run of a
-    comparison, or one that crashed, pays only for what it lacks."""
-    return _evaluations(workspace) / "answers.sqlite"
+    return workspace.evaluations / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest(names, length=8)}"
 
 
 def wanted_keys(metrics: list[str] | None, task_type: str) -> set[str] | None:
@@ -93,7 +83,7 @@ def _evaluate_all(workspace: Workspace, models: list[str | dict[str, Any]], test
     results = {}
     for label, (_, target) in zip(labels, targets):
         config = worker_config(label, target, task_type=task_type, examples=examples, settings=settings,
-                               output_dir=folder / label, cache_path=_answer_cache(workspace), labels=labels_set)
+                               output_dir=folder / label, cache_path=workspace.evaluation_answers, labels=labels_set)
         with StageProgress(None, "", "evaluate", progress_steps(len(examples), settings),
                            f"evaluating {label}") as progress:
             results[label] = run_worker(config, lambda done, total: progress.update(done))

@@ -179,3 +179,14 @@ class Workspace:
 
     def job(self, name: str) -> JobPaths:
         return JobPaths(self.root / "jobs" / name)
+
+    @property
+    def evaluations(self) -> Path:
+        """`distilflow compare` runs: one folder per run, and the API models' answer cache they share."""
+        return self.root / "evaluations"
+
+    @property
+    def evaluation_answers(self) -> Path:
+        """API models' answers, kept across comparisons (each keyed by model, URL, prompt and settings): a re-run,
+        or one that crashed, pays only for what it lacks."""
+        return self.evaluations / "answers.sqlite"
