@@ -56,6 +56,8 @@ def variant_spec(base: dict, folder: Path, name: str, training: dict, prune: lis
     spec = json.loads(json.dumps(base))
     spec["name"] = name
     spec["training"] = {**spec.get("training", {}), **training}
+    if spec["training"]["method"] == "on_policy":  # the student samples answers as long as the teacher's
+        spec["training"].setdefault("student_max_tokens", spec.get("generation", {}).get("max_tokens", 256))
     if spec["training"]["method"] == "sparse_kd" and spec["generation"].get("answer_mode") != "rank":
         spec["generation"]["top_logprobs"] = 8  # the teacher's stored top-8 (a generating teacher)
     if prune is not None:

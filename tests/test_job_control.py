@@ -84,8 +84,10 @@ def test_cancel_right_after_submit_stops_the_job_for_good(tmp_path, tiny_models)
 
 def test_jobs_cancel_returns_when_the_process_is_gone(tmp_path, tiny_models):
     ws = tmp_path / "ws"
-    with OpenAIServer(ServerConfig(latency=0.2)) as server:
-        spec = api_job(tmp_path / "job", tiny_models, server, "long", n_train=200)
+    # One request at a time (max_concurrency 1): 60 answers of 50 ms keep the job busy while it is cancelled, and
+    # the resumed run is quick.
+    with OpenAIServer(ServerConfig(latency=0.05)) as server:
+        spec = api_job(tmp_path / "job", tiny_models, server, "long", n_train=60)
         running = start_cli("run", str(spec), "--workspace", str(ws))
         wait_for(lambda: server.stats()["requests"] >= 2, 120, "the job did not start asking")
         pid = JobStore(ws / "distilflow.db").get("long").pid
