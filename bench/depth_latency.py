@@ -61,6 +61,9 @@ def main() -> None:
     labels = [completion_answer(label) for label in params.choices]
     prefix = teacher.prefix_cache(teacher_prompts)
     students = {n: prune_layers(copy.deepcopy(model), evenly(n)).eval() for n in args.depths}
+    timed(model, tokenizer, teacher_prompts[0], labels, prefix)  # warm-up (first calls allocate), not timed
+    for student in students.values():
+        timed(student, tokenizer, student_prompts[0], labels)
     times: dict[str, list[float]] = {"teacher": [], "teacher_uncached": [], **{f"{n} layers": [] for n in students}}
     for i, (teacher_prompt, student_prompt) in enumerate(zip(teacher_prompts, student_prompts)):
         times["teacher"].append(timed(model, tokenizer, teacher_prompt, labels, prefix))
