@@ -151,7 +151,8 @@ def test_context_distillation_teacher_reads_its_prefix(tmp_path, tiny_models):
         assert torch.allclose(hidden[row, :len(tokens)], whole, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["sparse_kd", "kd"])
+# kd (the teacher runs beside the student) is the slower of the two: it runs in CI with the slow tests.
+@pytest.mark.parametrize("method", ["sparse_kd", pytest.param("kd", marks=pytest.mark.slow)])
 def test_a_classification_job_runs_end_to_end(tmp_path, tiny_models, method):
     spec = spec_for(tmp_path, tiny_models, training={"method": method})
     job = tmp_path / "job.yaml"

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import cli_env, nli_rows, run_cli, write_job
@@ -99,6 +100,7 @@ def test_single_stages_in_order_and_a_clear_error_when_out_of_order(tmp_path, ti
     assert "completed" in run_cli("jobs", "show", "staged", "--workspace", ws).stdout
 
 
+@pytest.mark.slow  # two whole runs of a job (~30 s): CI runs it; the default suite keeps under 10 minutes
 def test_changed_evaluation_settings_rerun_only_later_stages(tmp_path, tiny_models):
     spec = write_job(tmp_path / "spec", tiny_models, name="rerun")
     ws = tmp_path / "ws"

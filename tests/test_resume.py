@@ -6,6 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli, start_cli, write_job
 from tiny_models import build_model
 
@@ -60,6 +62,7 @@ def test_kill_during_generate_then_resume_answers_each_input_once(tmp_path, tiny
     assert record["status"] == "completed"
 
 
+@pytest.mark.slow  # test_train_resume covers kill -9 in training by default; this one runs in CI
 def test_kill_during_train_resumes_from_last_checkpoint(tmp_path, tiny_models):
     from transformers import AutoTokenizer
 

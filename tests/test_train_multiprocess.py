@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import cli_env, run_cli, write_job
 
-pytestmark = pytest.mark.timeout(300)
+# Two processes launched through accelerate (~25 s): CI runs them with the slow tests.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def _accelerate(*args: str) -> subprocess.CompletedProcess:
