@@ -80,6 +80,7 @@ def write_project(project: Path, teacher_url: str, phi3: Path) -> Path:
     return project
 
 
+@pytest.mark.slow  # the whole guide script, end to end (~25 s): CI runs it
 def test_azure_guide_script_runs_end_to_end(tmp_path, phi3):
     _, script = scripts_from_doc()
     with OpenAIServer() as server:

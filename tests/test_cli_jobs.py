@@ -89,6 +89,7 @@ def test_misspelt_key_is_named_with_a_suggestion(tmp_path, tiny_models):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # five CLI runs (~45 s): CI runs it
 def test_single_stages_in_order_and_a_clear_error_when_out_of_order(tmp_path, tiny_models):
     spec = write_job(tmp_path / "spec", tiny_models, name="staged")
     ws = str(tmp_path / "ws")

@@ -33,6 +33,7 @@ def wait_for(condition, process, timeout=120.0):
     raise AssertionError("kill point not reached in time")
 
 
+@pytest.mark.slow  # ~45 s; test_generate_api covers kill -9 in the teacher stage by default
 def test_kill_during_generate_then_resume_answers_each_input_once(tmp_path, tiny_models):
     n_train = 80
     spec = write_job(tmp_path / "spec", tiny_models, name="killgen", n_train=n_train,
