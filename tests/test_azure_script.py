@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, cli_env, conversation_rows, write_jsonl
 from distilflow.errors import DistilflowError
 from openai_server import OpenAIServer, ServerConfig
-from tiny_models import build_tokenizer
+from tiny_models import build_constant_model, build_tokenizer
 
 DOC = REPO / "docs" / "azure-migration.md"
 
@@ -37,24 +37,10 @@ def build_phi3(folder: Path) -> Path:
     lm_head row reads the embeddings' (positive) first component. A random one would write all 128 tokens
     `models.evaluate` allows, at ~20 ms a token on a CPU: 40 s more for this test, for nothing it checks."""
     import torch
-    from transformers import AutoModelForCausalLM, Phi3Config
 
     tokenizer = build_tokenizer(folder)
     torch.manual_seed(0)
-    config = Phi3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[tokenizer.eos_token_id, 0] = 10.0
-    model.save_pretrained(folder)
-    return folder
+    return build_constant_model(folder, tokenizer, tokenizer.eos_token, arch="phi3")
 
 
 def test_the_doc_changes_only_the_import_lines():

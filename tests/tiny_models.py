@@ -86,17 +86,20 @@ def build_arch_model(folder: Path, tokenizer, arch: str, *, layers: int = 2, hid
     return folder
 
 
-def build_constant_model(folder: Path, tokenizer, text: str, *, layers: int = 2, hidden: int = 32):
-    """A model whose every next token is `text` (one token): a deterministic teacher for tests.
+def build_constant_model(folder: Path, tokenizer, text: str, *, layers: int = 2, hidden: int = 32,
+                         arch: str = "llama"):
+    """A model whose every next token is `text` (one token): a deterministic teacher for tests; `arch` is a key of
+    ARCHITECTURES.
 
     Layers are zeroed so the residual stream is the input embedding; every embedding has a positive first
     component, and only the target token's lm_head row reads it, so that token always has the top logit.
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    import transformers
+    from transformers import AutoModelForCausalLM
 
     (token_id,) = tokenizer(text, add_special_tokens=False)["input_ids"]
-    config = LlamaConfig(
+    config = getattr(transformers, ARCHITECTURES[arch])(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
