@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.chunk is None:
-        from distilflow.spec import TrainingSpec
+        from distilflow.jobspec import TrainingSpec
 
         args.chunk = TrainingSpec().loss_chunk_size
     if args.variant:  # child process

@@ -51,9 +51,9 @@ def build(root: Path, args: argparse.Namespace) -> Path:
     from conftest import write_jsonl
     from tiny_models import build_model
 
-    from distilflow.jobs.runner import run_job
+    from distilflow.pipeline.runner import run_job
     from distilflow.models import load_tokenizer
-    from distilflow.spec import load_spec
+    from distilflow.jobspec import load_spec
     from distilflow.workspace import Workspace
 
     tokenizer = load_tokenizer(SMOLLM2)
@@ -126,8 +126,8 @@ def torch_cuda() -> bool:
 
 
 def run_distilflow(job: Path, training: dict[str, Any], clock: _Clock) -> None:
-    from distilflow.jobs.runner import run_job
-    from distilflow.spec import load_spec
+    from distilflow.pipeline.runner import run_job
+    from distilflow.jobspec import load_spec
     from distilflow.train import recipe
     from distilflow.workspace import Workspace
 

@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from distilflow.spec import load_spec  # noqa: E402
+from distilflow.jobspec import load_spec  # noqa: E402
 from distilflow.tasks import get_task  # noqa: E402
 from distilflow.tasks.rows import read_examples  # noqa: E402
 from distilflow.teachers.base import TeacherRequest  # noqa: E402

@@ -74,9 +74,10 @@ def run_trl(root: Path, model: str, steps: int, batch: int) -> dict:
 
 def run_distilflow(root: Path, model: str, steps: int, batch: int) -> dict:
     from distilflow.io import write_jsonl_atomic
-    from distilflow.prepare import prepare_inputs, stage_fingerprints
+    from distilflow.pipeline.stages import stage_fingerprints
+    from distilflow.prepare import prepare_inputs
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import parse_spec
+    from distilflow.jobspec import parse_spec
     from distilflow.train.sft import run as train_sft
     from distilflow.workspace import Workspace
 

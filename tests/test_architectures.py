@@ -64,7 +64,7 @@ def test_student_of_each_architecture_is_pruned_distilled_with_lora_evaluated_an
                     evaluation={"max_tokens": 4, "warmup": 0, "models": ["distilled"], "throughput": False,
                                 "uncached_examples": 0, "bootstrap_samples": 0})
     client = Client(tmp_path / "w")
-    from distilflow.spec import load_spec
+    from distilflow.jobspec import load_spec
 
     record = client.jobs.run(load_spec(job))
     assert record.status == "completed", record.error

@@ -12,7 +12,7 @@ from conftest import conversation_rows, run_cli, write_jsonl
 from distilflow import Client, DistillationJob
 from distilflow.catalog import CONFIG_FILE, WorkspaceConfig, spec_resolver, workspace_root
 from distilflow.errors import SpecError
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 
 CATALOG = {
     "workspace": "runs",

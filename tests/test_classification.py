@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli, write_jsonl
 from distilflow.errors import DataError, SpecError
 from distilflow.models.prompts import render_completion
-from distilflow.spec import parse_spec
+from distilflow.jobspec import parse_spec
 from distilflow.tasks import ClassificationTask, get_task
 
 LABELS = ["activate_my_card", "card_arrival", "change_pin"]

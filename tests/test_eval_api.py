@@ -22,7 +22,7 @@ from distilflow.report import run_report
 from distilflow.evaluate import run_evaluate
 from distilflow.prepare import prepare_inputs
 from distilflow.jobs.context import StageContext
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
 
 FIRST_TOKEN_DELAY = 0.04

@@ -16,7 +16,7 @@ from distilflow.evaluate import run_evaluate
 from distilflow.jobs.context import StageContext
 from distilflow.prepare import prepare_inputs
 from distilflow.report import run_report
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 from distilflow.teachers.cache import TeacherCache
 from distilflow.workspace import Workspace
 from openai_server import OpenAIServer, ServerConfig

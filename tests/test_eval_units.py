@@ -12,7 +12,7 @@ from distilflow.evaluate.config import ModelTarget
 from distilflow.evaluate.worker import run_process
 from distilflow.models.openai import NO_KEY, EndpointError, OpenAIEndpoint
 from distilflow.results import AnswerTiming, ModelResult, Prediction
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 
 NOISY_WORKER = """
 import json, sys

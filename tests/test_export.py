@@ -19,7 +19,7 @@ from distilflow import Client
 from distilflow.errors import DistilflowError
 from distilflow.io import iter_jsonl
 from distilflow.models.llamacpp import load_llama
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 
 pytestmark = pytest.mark.timeout(300)
 

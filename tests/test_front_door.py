@@ -45,8 +45,8 @@ def test_the_demo_script_runs_a_job_spec():
 
 @pytest.mark.parametrize("spec_path", _script_specs(), ids=lambda p: p.name)
 def test_every_spec_a_script_runs_loads_and_passes_prepare(spec_path: Path):
-    from distilflow.jobs.runner import preflight
-    from distilflow.spec import load_spec
+    from distilflow.pipeline.stages import preflight
+    from distilflow.jobspec import load_spec
 
     assert spec_path.is_file(), f"{spec_path} does not exist"
     spec = load_spec(spec_path)
@@ -55,7 +55,7 @@ def test_every_spec_a_script_runs_loads_and_passes_prepare(spec_path: Path):
 
 
 def test_every_example_spec_loads():
-    from distilflow.spec import load_spec
+    from distilflow.jobspec import load_spec
 
     for path in sorted((REPO / "examples").glob("*.yaml")):
         load_spec(path)

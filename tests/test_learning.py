@@ -21,8 +21,8 @@ import yaml
 from conftest import write_jsonl
 from tiny_models import build_model, build_tokenizer
 
-from distilflow.jobs.runner import run_job
-from distilflow.spec import load_spec
+from distilflow.pipeline.runner import run_job
+from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(300)

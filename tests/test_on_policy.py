@@ -12,8 +12,8 @@ import torch
 from conftest import write_job
 
 from distilflow.errors import DistilflowError
-from distilflow.jobs.runner import run_job
-from distilflow.spec import load_spec
+from distilflow.pipeline.runner import run_job
+from distilflow.jobspec import load_spec
 from distilflow.teachers.scoring import PromptScores
 from distilflow.train.rollout import (IGNORE, OnPolicySettings, answer_starts, cut_completions, left_padded_prompts,
                                       mix_answers, rows_to_sample, sample_answers)

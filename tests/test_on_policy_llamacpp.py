@@ -13,8 +13,8 @@ import pytest
 from conftest import write_job
 from llama_server import GGUF, llama_cpp_server
 
-from distilflow.jobs.runner import run_job
-from distilflow.spec import load_spec
+from distilflow.pipeline.runner import run_job
+from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from distilflow.spec import JobSpec, LoraSpec
+from distilflow.jobspec import JobSpec, LoraSpec
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -15,7 +15,7 @@ from distilflow.errors import DistilflowError, SpecError
 from distilflow.jobs.registry import find_model, output_model_names, register_outputs
 from distilflow.jobs.store import JobStatus, JobStore
 from distilflow.results import EvaluationResults
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 from distilflow.tasks import get_task
 from distilflow.workspace import Workspace
 

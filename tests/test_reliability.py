@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, write_job
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers import GenerationParams, TeacherAnswer, TeacherRequest, limits, load_teacher
 from openai_server import OpenAIServer, ServerConfig, prompt_of
 

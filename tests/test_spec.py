@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from distilflow.errors import SpecError
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 
 BASE = {
     "task_type": "conversation",

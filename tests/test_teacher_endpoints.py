@@ -13,8 +13,8 @@ import pytest
 from conftest import write_job
 from openai_server import OpenAIServer, ServerConfig
 
-from distilflow.jobs.runner import run_job
-from distilflow.spec import TeacherSpec, load_spec
+from distilflow.pipeline.runner import run_job
+from distilflow.jobspec import TeacherSpec, load_spec
 from distilflow.teachers import load_teacher
 from distilflow.teachers.routing import COOL_DOWN_AFTER, EndpointPool, Route
 from distilflow.workspace import Workspace

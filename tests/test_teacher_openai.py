@@ -10,7 +10,7 @@ import time
 import pytest
 
 from distilflow.errors import SpecError
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers import GenerationParams, TeacherAnswer, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers import limits

@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_job
-from distilflow.jobs.runner import run_job
+from distilflow.pipeline.runner import run_job
 from distilflow.jobs.store import JobStore
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
 from distilflow.errors import SpecError
 from distilflow.generate.combine import Vote, route_of, vote
-from distilflow.spec import TeamTeacherSpec
+from distilflow.jobspec import TeamTeacherSpec
 from distilflow.tasks import Example, get_task
 from openai_server import OpenAIServer, ServerConfig
 
@@ -239,7 +239,7 @@ def test_python_client_takes_several_teachers(tmp_path):
      "teachers.a.backend openai needs teachers.a.base_url"),
 ])
 def test_bad_teachers_sections_are_one_clear_sentence(tmp_path, change, message):
-    from distilflow.spec import parse_spec
+    from distilflow.jobspec import parse_spec
 
     data = {"task_type": "math", "student": {"model": "s"}, "training_data": "t.jsonl",
             "teachers": [{"name": "a", "model": "m1"}, {"name": "b", "model": "m2"}], "generation": {"combine": "route"}}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_job
-from distilflow.jobs.runner import run_job
+from distilflow.pipeline.runner import run_job
 from distilflow.jobs.store import JobStore
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 from distilflow.train.recipe import checkpoint_problem, complete_checkpoints
 from distilflow.workspace import Workspace
 

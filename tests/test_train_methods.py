@@ -12,8 +12,8 @@ from conftest import write_job
 from tiny_models import build_model, build_tokenizer
 
 from distilflow.errors import DistilflowError
-from distilflow.jobs.runner import run_job
-from distilflow.spec import load_spec
+from distilflow.pipeline.runner import run_job
+from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(300)
@@ -122,7 +122,7 @@ def test_pruned_copy_keeps_the_chosen_layers_and_generates(tiny_models):
     from transformers import AutoModelForCausalLM
 
     from distilflow.errors import SpecError
-    from distilflow.spec import PruneRule
+    from distilflow.jobspec import PruneRule
     from distilflow.train.prune import layers_to_keep, prune_layers
 
     assert layers_to_keep(PruneRule(every=2), 5) == [0, 2, 4]

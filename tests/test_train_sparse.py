@@ -117,8 +117,8 @@ def _rewrite_cache_as_strings(workspace, name, tokenizer, garble: bool = False) 
 
 
 def test_sparse_kd_with_api_style_token_strings(tmp_path, tiny_models, tokenizer):
-    from distilflow.jobs.runner import run_job
-    from distilflow.spec import load_spec
+    from distilflow.pipeline.runner import run_job
+    from distilflow.jobspec import load_spec
     from distilflow.workspace import Workspace
 
     job = write_job(tmp_path / "job", tiny_models, name="api", generation={"max_tokens": 6, "top_logprobs": 4},

@@ -20,7 +20,7 @@ from distilflow import Client
 from distilflow.errors import SpecError
 from distilflow.report.plots import tuning_svg
 from distilflow.report.tuning import tuning_markdown
-from distilflow.spec import load_spec
+from distilflow.jobspec import load_spec
 
 N_TEST = 3
 

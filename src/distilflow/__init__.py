@@ -5,7 +5,7 @@ Public API: `Client`, `DistillationJob`, `JobSpec`, `load_spec`.
 
 from distilflow.client import Client, DistillationJob
 from distilflow.errors import DataError, DistilflowError, SpecError, StageError
-from distilflow.spec import JobSpec, load_spec
+from distilflow.jobspec import JobSpec, load_spec
 
 __version__ = "0.1.0"
 

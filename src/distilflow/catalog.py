@@ -30,9 +30,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distilflow.errors import SpecError
-from distilflow.spec import JOB_NAME_PATTERN, TeacherSpec, describe_validation_error
+from distilflow.jobspec import JOB_NAME_PATTERN, TeacherSpec, describe_validation_error
 # The spec's own rules for a model given by path (relative to the file that names it), reused for the catalog.
-from distilflow.spec import resolve_model_ref, resolve_relative
+from distilflow.jobspec import resolve_model_ref, resolve_relative
 from distilflow.workspace import resolve_workspace
 
 CONFIG_FILE = "distilflow.yaml"

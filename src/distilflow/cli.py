@@ -20,7 +20,7 @@ from distilflow.errors import DistilflowError, JobCanceled
 
 if TYPE_CHECKING:
     from distilflow.client import Client
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -103,7 +103,7 @@ def _client(workspace: str | None, config: str | None, *, catalog: bool = False)
 
 def _load_spec(spec_path: Path, config: str | None) -> "JobSpec":
     from distilflow.catalog import spec_resolver
-    from distilflow.spec import load_spec
+    from distilflow.jobspec import load_spec
 
     return load_spec(spec_path, resolve=spec_resolver(config))
 
@@ -112,7 +112,7 @@ def _run_stages(spec_path: Path, workspace: str | None, stages: list[str] | None
                 config: str | None = None) -> None:
     def action() -> None:
         from distilflow.catalog import find_workspace
-        from distilflow.jobs.runner import run_job
+        from distilflow.pipeline.runner import run_job
         from distilflow.workspace import Workspace
 
         spec = _load_spec(spec_path, config)

@@ -15,7 +15,7 @@ from distilflow.catalog import CONFIG_FILE, WorkspaceConfig, looks_like_a_name, 
 from distilflow.errors import SpecError
 from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, RegisteredModel
 from distilflow.results import EvaluationResults
-from distilflow.spec import EvaluationSpec, JobSpec, describe_validation_error, parse_spec
+from distilflow.jobspec import EvaluationSpec, JobSpec, describe_validation_error, parse_spec
 from distilflow.workspace import Workspace
 
 
@@ -71,13 +71,13 @@ class Jobs:
     def create_or_update(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
         """Validate the job and its data, record it, and start it in a background process. Returns at once.
         A job that is running is refused (cancel it first) and nothing about it changes."""
-        from distilflow.jobs.control import launch_job
+        from distilflow.pipeline.start import launch_job
 
         return launch_job(self._spec(job), self.workspace)
 
     def run(self, job: DistillationJob | JobSpec | dict[str, Any]) -> JobRecord:
         """Run the job in this process until it ends (what `distilflow run` does)."""
-        from distilflow.jobs.runner import run_job
+        from distilflow.pipeline.runner import run_job
 
         spec = self._spec(job)
         record = run_job(spec, self.workspace)
@@ -102,7 +102,7 @@ class Jobs:
 
     def cancel(self, name: str) -> JobRecord:
         """Stop the job; returns once its processes have exited. `run` resumes it later."""
-        from distilflow.jobs.control import cancel_job
+        from distilflow.pipeline.cancel import cancel_job
 
         return cancel_job(self.workspace, name)
 

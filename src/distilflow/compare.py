@@ -16,7 +16,7 @@ from distilflow.fingerprint import digest
 from distilflow.jobs.progress import StageProgress
 from distilflow.results import (FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, metric_key, metric_names_accepted,
                                 read_predictions)
-from distilflow.spec import JOB_NAME_PATTERN, EvaluationSpec
+from distilflow.jobspec import JOB_NAME_PATTERN, EvaluationSpec
 from distilflow.tasks import ClassificationTask, get_task, read_examples
 from distilflow.workspace import PREDICTIONS_FILE, Workspace
 

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from distilflow.errors import DataError
-from distilflow.fingerprint import digest, file_digest
-from distilflow.jobs.context import PreparedInputs
-from distilflow.spec import JobSpec
+from distilflow.fingerprint import file_digest
+from distilflow.jobspec import JobSpec
 from distilflow.tasks import ClassificationTask, Example, get_task, read_examples
+
+
+@dataclass
+class PreparedInputs:
+    """Every data file of a job, read and validated (stage 1), and the hash of each file."""
+
+    task: Task
+    examples: dict[str, list[Example]]  # split -> examples
+    data_hashes: dict[str, str]
+
+    def summary(self) -> dict[str, Any]:
+        counts = {split: len(rows) for split, rows in self.examples.items()}
+        prompt_chars = {split: sum(len(m["content"]) for e in rows for m in e.messages)
+                        for split, rows in self.examples.items()}
+        with_reference = {split: sum(e.reference is not None for e in rows) for split, rows in self.examples.items()}
+        return {"rows": counts, "prompt_chars": prompt_chars, "rows_with_reference": with_reference}
 
 
 def prepare_inputs(spec: JobSpec) -> PreparedInputs:
@@ -35,19 +51,3 @@ def _labels_from_training_data(task: ClassificationTask, examples: dict[str, lis
             if example.reference is not None and example.reference not in labels:
                 raise DataError(f"{example.source_file}, line {example.source_line}: label {example.reference!r} "
                                 f"is not among the training data's labels ({', '.join(labels)})")
-
-
-def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, str]:
-    """What each stage's output depends on; a change re-runs that stage and every later one.
-
-    The teacher stage is cheap to re-run on a change of later settings: its answers are cached per request.
-    """
-    d: dict[str, Any] = spec.public_dict()
-    teachers = d["teachers"] if spec.teachers else d["teacher"]  # one teacher: the fingerprint it always had
-    generate = digest([d["task_type"], teachers, d["generation"], spec.teacher_temperature,
-                       data_hashes.get("train"), data_hashes.get("validation")])
-    student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
-    train = digest([generate, student, d["hyperparameters"], d["training"]])
-    evaluate = digest([train, d["evaluation"], data_hashes.get("test")])
-    # prepare runs on every command (it is the input check), so it never invalidates later stages.
-    return {"prepare": "always", "generate": generate, "train": train, "evaluate": evaluate, "report": evaluate}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 DEFAULT_WORKSPACE = "distilflow-runs"
 # One model's evaluation results: these two files in its folder (a job's eval/LABEL/ or a comparison's run folder).

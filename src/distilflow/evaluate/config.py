@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from distilflow.errors import DistilflowError
 from distilflow.fingerprint import digest
 from distilflow.models import Message, model_revision
-from distilflow.spec import Dtype, EvaluationSpec, PromptFormat, TeacherSpec, describe_validation_error
+from distilflow.jobspec import Dtype, EvaluationSpec, PromptFormat, TeacherSpec, describe_validation_error
 from distilflow.tasks import Example
 from distilflow.workspace import METRICS_FILE, PREDICTIONS_FILE
 

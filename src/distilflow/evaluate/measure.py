@@ -21,7 +21,7 @@ from distilflow.models import Message
 from distilflow.results import AnswerTiming, Prediction
 
 if TYPE_CHECKING:
-    from distilflow.spec import EvaluationSpec
+    from distilflow.jobspec import EvaluationSpec
 
 Conversation = list[Message]
 

@@ -14,7 +14,7 @@ from distilflow.results import ModelResult, Prediction
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import TeacherSpec
+    from distilflow.jobspec import TeacherSpec
 
 
 def evaluate_recorded(ctx: "StageContext", config: WorkerConfig,

@@ -14,7 +14,7 @@ from distilflow.evaluate.save import save_not_evaluated
 from distilflow.evaluate.worker import run_worker
 from distilflow.io import write_json_atomic
 from distilflow.results import ModelResult, read_predictions
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.tasks import ClassificationTask, Example
 from distilflow.tasks.scoring import agreement_with_teacher
 from distilflow.teachers.requests import teacher_messages, teacher_plan

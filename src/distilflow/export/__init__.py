@@ -15,7 +15,7 @@ from typing import Literal
 from distilflow.errors import DistilflowError
 from distilflow.io import atomic_folder, read_json, write_text_atomic
 from distilflow.jobs.store import JobStore
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 from distilflow.workspace import JobPaths, Workspace
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class ExportSource:
     def of(cls, workspace: Workspace, job: str) -> "ExportSource":
         """The job named `job` (or the job of a spec file's name); one sentence if it has no trained student."""
         if job.endswith((".yaml", ".yml")) and Path(job).is_file():
-            from distilflow.spec import load_spec
+            from distilflow.jobspec import load_spec
 
             job = load_spec(Path(job)).name or job
         record = JobStore(workspace.db_path).get(job)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 
 LABEL_TITLES = {"teacher": "teacher", "baseline": "student before distillation", "distilled": "distilled student"}
 

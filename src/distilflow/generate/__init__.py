@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 
 def preflight(spec: "JobSpec") -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from distilflow.generate.synthetic import choose_samples
 from distilflow.metrics.text import sentence_chrf
-from distilflow.spec import TeamTeacherSpec
+from distilflow.jobspec import TeamTeacherSpec
 from distilflow.tasks import Example, Task
 
 

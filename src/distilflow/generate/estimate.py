@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from distilflow.jobs.context import PreparedInputs
+from distilflow.prepare import PreparedInputs
 from distilflow.prepare import prepare_inputs
 from distilflow.generate.combine import route_of
-from distilflow.spec import JobSpec, TeacherSpec
+from distilflow.jobspec import JobSpec, TeacherSpec
 from distilflow.teachers import TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers.requests import build_requests, teacher_plan

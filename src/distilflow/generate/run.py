@@ -17,7 +17,7 @@ from distilflow.errors import StageError
 from distilflow.generate.synthetic import RowAnswer, build_synthetic
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers import GenerationParams, Teacher, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers.requests import build_requests, teacher_plan

@@ -18,7 +18,7 @@ from distilflow.generate.run import TEACHER_SPLITS, ask_teacher, cached_usage
 from distilflow.generate.synthetic import RowAnswer, build_synthetic
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
-from distilflow.spec import TeamTeacherSpec
+from distilflow.jobspec import TeamTeacherSpec
 from distilflow.teachers import GenerationParams, TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
 from distilflow.teachers.requests import build_requests, teacher_plan

@@ -8,25 +8,10 @@ from typing import Any
 
 from distilflow.jobs.progress import StageProgress
 from distilflow.jobs.store import JobStore
-from distilflow.spec import JobSpec
+from distilflow.prepare import PreparedInputs
+from distilflow.jobspec import JobSpec
 from distilflow.tasks import Example, Task
 from distilflow.workspace import JobPaths, Workspace
-
-
-@dataclass
-class PreparedInputs:
-    """Every data file of a job, read and validated (stage 1), and the hash of each file."""
-
-    task: Task
-    examples: dict[str, list[Example]]  # split -> examples
-    data_hashes: dict[str, str]
-
-    def summary(self) -> dict[str, Any]:
-        counts = {split: len(rows) for split, rows in self.examples.items()}
-        prompt_chars = {split: sum(len(m["content"]) for e in rows for m in e.messages)
-                        for split, rows in self.examples.items()}
-        with_reference = {split: sum(e.reference is not None for e in rows) for split, rows in self.examples.items()}
-        return {"rows": counts, "prompt_chars": prompt_chars, "rows_with_reference": with_reference}
 
 
 @dataclass

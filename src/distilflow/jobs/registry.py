@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distilflow.errors import DistilflowError
 from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, RegisteredModel
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 from distilflow.workspace import JobPaths
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from distilflow import secrets
 from distilflow.errors import DistilflowError, SpecError
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 
 # Placeholder key for endpoints that need none (local vLLM / llama.cpp / Ollama servers accept any key; the
 # SDK insists on one). "EMPTY" is the value vLLM's own documentation uses.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from distilflow.io import read_json
 from distilflow.metrics.intervals import intervals_overlap
 from distilflow.results import PEAK_RSS, CUDA_MAX_ALLOCATED, Interval, ModelResult, Prediction, read_predictions
-from distilflow.spec import MODEL_LABELS
+from distilflow.jobspec import MODEL_LABELS
 from distilflow.tasks.classification import ClassificationTask, confusion_counts
 from distilflow.workspace import teacher_eval_label
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from distilflow.errors import SpecError
-from distilflow.spec import TASK_TYPES
+from distilflow.jobspec import TASK_TYPES
 from distilflow.tasks.base import Example, Message, RowError, Task
 from distilflow.tasks.classification import ClassificationTask
 from distilflow.tasks.conversation import ConversationTask

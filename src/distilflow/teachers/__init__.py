@@ -7,7 +7,7 @@ import importlib
 
 from distilflow.errors import SpecError
 from distilflow.models import GenerationParams, TopLogprobs
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.base import (
     Teacher,
     TeacherAnswer,

@@ -10,7 +10,7 @@ from distilflow.models import (GenerationParams, Message, TopLogprobs, generate_
                                model_revision, render_prompt)
 from distilflow.models.prompts import completion_answer
 from distilflow.models.scoring import PrefixCache, score_labels, shared_prefix
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.base import Teacher, TeacherAnswer, TeacherRequest, TeacherResult
 
 # A shared prefix shorter than this is not worth a cache (the chat template's own preamble, a short instruction).

@@ -26,7 +26,7 @@ from typing import Any
 
 from distilflow.models import Message
 from distilflow.models.openai import EndpointError, OpenAIEndpoint, error_detail
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.async_bridge import answer_concurrently
 from distilflow.teachers.base import (
     GenerationParams,

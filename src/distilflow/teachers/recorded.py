@@ -24,7 +24,7 @@ from distilflow.errors import DataError, SpecError
 from distilflow.fingerprint import file_digest
 from distilflow.io import read_json_objects
 from distilflow.models import Message
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.base import (
     GenerationParams,
     Teacher,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from distilflow.models import GenerationParams, Message
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 from distilflow.tasks import ClassificationTask, Example, Task
 from distilflow.teachers.base import TeacherRequest, request_fingerprint
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distilflow.models.openai import OpenAIEndpoint, error_detail
-from distilflow.spec import TeacherSpec
+from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.async_bridge import answer_concurrently
 from distilflow.teachers.base import TeacherFailure
 from distilflow.teachers.limits import TokenBucket, backoff_delay, parse_retry_after

@@ -12,11 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from distilflow.errors import SpecError
-from distilflow.spec import TRAINING_METHODS
+from distilflow.jobspec import TRAINING_METHODS
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 # training.method -> its module
 METHODS: dict[str, str] = {

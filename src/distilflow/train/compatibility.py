@@ -13,7 +13,7 @@ from typing import Any
 
 from distilflow.errors import DistilflowError
 from distilflow.models import Message, render_chat
-from distilflow.spec import JobSpec
+from distilflow.jobspec import JobSpec
 
 SFT_HINT = "use training.method: sft, which works across tokenizers"
 _PROBE_PROMPT: list[Message] = [{"role": "user", "content": "What is 2 + 2?"}]

@@ -26,7 +26,7 @@ from distilflow.train.losses import (DistillSettings, Head, LossTerms, TeacherTa
                                      sparse_kd_loss)
 
 if TYPE_CHECKING:
-    from distilflow.spec import TrainingSpec
+    from distilflow.jobspec import TrainingSpec
 
 # Batch columns holding stored teacher targets (sparse_kd), [batch, sequence, K]; the target at position j is
 # the teacher's distribution for token j.

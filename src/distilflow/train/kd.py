@@ -20,7 +20,7 @@ from distilflow.train.layer_map import check_layer_matching, matching_plan
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
 

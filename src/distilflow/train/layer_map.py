@@ -20,7 +20,7 @@ from distilflow.models import local_model_dir
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 Pairs = list[tuple[int, int]]
 

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from distilflow.errors import SpecError
-from distilflow.spec import PruneRule
+from distilflow.jobspec import PruneRule
 
 # Where decoder layers live in the common causal-LM families (checked in order).
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.layers")

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from distilflow.jobs.context import StageContext
     from distilflow.jobs.progress import StageProgress
-    from distilflow.spec import JobSpec, TeacherSpec
+    from distilflow.jobspec import JobSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]

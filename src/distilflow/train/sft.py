@@ -14,7 +14,7 @@ from distilflow.train.layer_map import check_layer_matching, matching_plan, uses
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 
 def preflight(spec: "JobSpec") -> None:

@@ -17,7 +17,7 @@ from distilflow.models import load_causal_lm, load_tokenizer, model_revision
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
 PRUNING_RECORD = "distilflow_pruning.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from distilflow.spec import JobSpec
+    from distilflow.jobspec import JobSpec
     from distilflow.workspace import Workspace
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from distilflow.errors import SpecError
-from distilflow.spec import TUNABLE, JobSpec, TuneRange, default_space, describe_validation_error
+from distilflow.jobspec import TUNABLE, JobSpec, TuneRange, default_space, describe_validation_error
 
 if TYPE_CHECKING:
     import optuna

@@ -20,10 +20,11 @@ from distilflow.fingerprint import digest
 from distilflow.io import write_text_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.jobs.lock import JobLock
-from distilflow.jobs.runner import already_running_message, run_job
+from distilflow.pipeline.runner import already_running_message, run_job
 from distilflow.jobs.store import JobStore
-from distilflow.prepare import prepare_inputs, stage_fingerprints
-from distilflow.spec import JobSpec, dump_spec
+from distilflow.pipeline.stages import stage_fingerprints
+from distilflow.prepare import prepare_inputs
+from distilflow.jobspec import JobSpec, dump_spec
 from distilflow.tune.report import summarize, write_summary
 from distilflow.tune.space import own_settings, search_space, suggest, with_settings
 from distilflow.workspace import JobPaths, Workspace

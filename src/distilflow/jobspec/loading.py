@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distilflow.errors import SpecError
-from distilflow.spec.job import JobSpec
-from distilflow.spec.sections import TeacherSpec
+from distilflow.jobspec.job import JobSpec
+from distilflow.jobspec.sections import TeacherSpec
 
 TeacherT = TypeVar("TeacherT", bound=TeacherSpec)
 

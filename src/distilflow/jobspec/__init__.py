@@ -1,15 +1,15 @@
 """The job spec: its names (names.py), sections (sections.py), the whole spec (job.py), and loading it from YAML
 with readable errors (loading.py). Everything a spec user needs is importable from here."""
 
-from distilflow.spec.job import JobSpec
-from distilflow.spec.loading import (describe_validation_error, dump_spec, load_spec, parse_spec, resolve_model_ref,
+from distilflow.jobspec.job import JobSpec
+from distilflow.jobspec.loading import (describe_validation_error, dump_spec, load_spec, parse_spec, resolve_model_ref,
                                      resolve_paths, resolve_relative)
-from distilflow.spec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
+from distilflow.jobspec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
                                    AnswerMode, Device, Dtype, ModelLabel, PromptFormat, TaskType, check_name)
-from distilflow.spec.sections import (AttentionSpec, EnvRef, EvaluationSpec, GenerationSpec, HiddenStatesSpec,
+from distilflow.jobspec.sections import (AttentionSpec, EnvRef, EvaluationSpec, GenerationSpec, HiddenStatesSpec,
                                       Hyperparameters, LoraSpec, PruneRule, RouteRule, StudentSpec, TeacherSpec,
                                       TeamTeacherSpec, TrainingSpec)
-from distilflow.spec.tune import TUNABLE, TuneRange, TuneSpec, default_space
+from distilflow.jobspec.tune import TUNABLE, TuneRange, TuneSpec, default_space
 
 __all__ = ["DTYPES", "JOB_NAME_PATTERN", "LR_SCHEDULERS", "MODEL_LABELS", "TASK_TYPES", "TRAINING_METHODS", "AnswerMode",
            "AttentionSpec", "HiddenStatesSpec", "Device", "Dtype", "EnvRef", "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec",

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
-from distilflow.spec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
+from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
                                    PromptFormat, check_name)
 
 class _Section(BaseModel):

@@ -6,51 +6,25 @@ skips every request already in its cache, and training restarts from its last ch
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from distilflow.dist import is_main_process
 from distilflow.errors import DistilflowError, JobCanceled
 from distilflow.io import remove_stale_staging, write_text_atomic
-from distilflow.jobs.context import PreparedInputs, StageContext
+from distilflow.jobs.context import StageContext
 from distilflow.jobs.lock import JobLock
 from distilflow.jobs.registry import register_outputs
 from distilflow.jobs.store import STAGES, JobRecord, JobStore
-from distilflow.prepare import prepare_inputs, stage_fingerprints
-from distilflow.spec import JobSpec, dump_spec
+from distilflow.pipeline.stages import PREREQUISITES, preflight, stage_fingerprints, stage_function, stages_from
+from distilflow.prepare import PreparedInputs, prepare_inputs
+from distilflow.jobspec import JobSpec, dump_spec
 from distilflow.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-# stage -> its package; each exposes `run_<stage>(ctx) -> metrics` and may expose `preflight(spec)`, the checks
-# that need no teacher (run by prepare, before any work is paid for).
-STAGE_PACKAGES: dict[str, str] = {
-    "generate": "distilflow.generate",
-    "train": "distilflow.train",
-    "evaluate": "distilflow.evaluate",
-    "report": "distilflow.report",
-}
-PREREQUISITES: dict[str, str] = {"train": "generate", "evaluate": "train", "report": "evaluate"}
-
-
-def _stage_function(stage: str) -> Callable[[StageContext], dict[str, Any]]:
-    return getattr(importlib.import_module(STAGE_PACKAGES[stage]), f"run_{stage}")
-
-
-def preflight(spec: JobSpec) -> PreparedInputs:
-    """Stage 1: read and validate the data, then every stage's own checks; raises before anything is written."""
-    inputs = prepare_inputs(spec)
-    for package in STAGE_PACKAGES.values():
-        check = getattr(importlib.import_module(package), "preflight", None)
-        if check is not None:
-            check(spec)
-    return inputs
-
 
 def record_job(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs) -> JobStore:
     """Record the job and its resolved spec (the caller has checked the inputs and holds the job's lock)."""
@@ -80,9 +54,9 @@ def run_job(spec: JobSpec, workspace: Workspace, stages: list[str] | None = None
         context = StageContext(spec, workspace, workspace.job(spec.name), None, inputs,
                                stage_fingerprints(spec, inputs.data_hashes))
         if "train" in wanted:
-            _stage_function("train")(context)
+            stage_function("train")(context)
         return None
-    inputs = preflight(spec)
+    inputs = preflight(spec, stages)
     paths = workspace.job(spec.name)
     launched = JobLock.inherited(paths.lock)  # started by Client.jobs.create_or_update, which holds the lock for us
     lock = launched or JobLock(paths.lock)
@@ -154,11 +128,11 @@ def _run_one_stage(context: StageContext, stage: str, explicit: bool) -> None:
     assert spec.name and store is not None
     store.start_stage(spec.name, stage)
     log.info("stage %s: started", stage)
-    metrics = _stage_function(stage)(context)
+    metrics = stage_function(stage)(context)
     context.results[stage] = metrics
     store.finish_stage(spec.name, stage, "completed", metrics=metrics)
     if explicit:  # a re-run stage makes the outputs of later stages stale
-        store.reset_stages(spec.name, list(STAGES[STAGES.index(stage) + 1:]))
+        store.reset_stages(spec.name, stages_from(stage)[1:])
 
 
 def _raise_canceled(signum: int, frame: Any) -> None:

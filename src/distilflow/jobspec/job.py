@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from distilflow.spec.names import TaskType, check_name
-from distilflow.spec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
+from distilflow.jobspec.names import TaskType, check_name
+from distilflow.jobspec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
                                       TeamTeacherSpec, TrainingSpec, _Section)
-from distilflow.spec.tune import TuneSpec
+from distilflow.jobspec.tune import TuneSpec
 
 class JobSpec(_Section):
     name: str | None = None

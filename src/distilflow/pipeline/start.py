@@ -1,5 +1,5 @@
-"""Starting a job in the background and canceling a job: what `Client.jobs.create_or_update` / `cancel` and
-`distilflow jobs cancel` do. Both work through the job's lock (lock.py), so one job never has two processes."""
+"""Starting a job in the background: what `Client.jobs.create_or_update` does. It works through the job's lock
+(jobs/lock.py): the child process inherits it, so one job never has two processes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 from distilflow.errors import DistilflowError
 from distilflow.jobs.lock import LOCK_FD_ENV, JobLock
-from distilflow.jobs.processes import same_process, stop_job
-from distilflow.jobs.runner import already_running_message, preflight, record_job
-from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore
-from distilflow.spec import JobSpec
+from distilflow.jobs.store import JobRecord
+from distilflow.jobspec import JobSpec
+from distilflow.pipeline.runner import already_running_message, record_job
+from distilflow.pipeline.stages import preflight
 from distilflow.workspace import Workspace
 
 
@@ -50,20 +50,3 @@ def _spawn(spec_path: Path, workspace: Workspace, log_path: Path, lock_fd: int) 
             pass_fds=(lock_fd,),
         )
     return process.pid
-
-
-def cancel_job(workspace: Workspace, name: str) -> JobRecord:
-    """Stop the job and return once its processes (the run and its workers) have exited: SIGTERM, then SIGKILL
-    after a grace period. A job that has not started yet never starts. `distilflow run` resumes it later."""
-    store = JobStore(workspace.db_path)
-    record = store.get(name)
-    if record.status in TERMINAL_STATUSES and not store.is_running(name):
-        return record
-    # The status is the message (a job launched but not yet started reads it and stops); signals hurry it up.
-    store.set_job_status(name, "canceled", error="canceled by the user")
-    def stopped() -> bool:  # the lock is free and the process is gone (it lets go of the lock just before exit)
-        return not store.is_running(name) and not same_process(record.pid, record.pid_start)
-
-    if not stop_job(record.pid, record.pid_start, stopped):
-        raise DistilflowError(f"job {name!r} did not stop after SIGKILL (process {record.pid}); check it with ps")
-    return store.get(name)  # canceled; or completed/failed if it ended before the signal arrived

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from distilflow.spec.sections import _Section
+from distilflow.jobspec.sections import _Section
 
 # short name -> (path in the job spec, kind). "int" and "float" are sampled from a range, "choice" only from choices.
 TUNABLE: dict[str, tuple[tuple[str, ...], str]] = {
