@@ -64,7 +64,7 @@ def nli_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
 
 def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conversation", rows=conversation_rows,
               n_train: int = 8, n_val: int = 2, n_test: int = 2, name: str | None = None, **sections: Any) -> Path:
-    """Data files plus a job spec in the form of DESIGN.md; `sections` override or add spec keys."""
+    """Data files plus a job spec in the form of the README's job spec reference; `sections` override or add spec keys."""
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "data" / "train.jsonl", rows(n_train))
     if n_val:

@@ -1,4 +1,4 @@
-"""Where jobs live on disk (see DESIGN.md, 'Workspace on disk')."""
+"""Where jobs live on disk (see the README, "Workspace")."""
 
 from __future__ import annotations
 

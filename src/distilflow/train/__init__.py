@@ -3,7 +3,8 @@
 Each method is one module, found through METHODS and imported only when used. A method module exposes
 `preflight(spec)`, the checks that need no teacher answer (the runner calls it before any teacher request), and
 `run(ctx) -> metrics`. What every method shares (rows, student, trainer arguments, callbacks, resume, fit, save)
-is recipe.py; methods never import each other.
+is recipe.py (and teacher_prefix.py, the teacher's few-shot prefix for the methods whose
+teacher scores the student's tokens); methods never import each other.
 """
 
 from __future__ import annotations

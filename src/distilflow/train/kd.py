@@ -17,6 +17,7 @@ from distilflow.errors import SpecError
 from distilflow.train import recipe
 from distilflow.train.compatibility import check_teacher_reads_student_tokens
 from distilflow.train.layer_map import check_layer_matching, matching_plan
+from distilflow.train.teacher_prefix import teacher_prefix_ids
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -64,30 +65,3 @@ def run(ctx: "StageContext") -> dict[str, Any]:
                              report=(lambda trainer: {"kd_teachers": {t.name: t.weight for t in teachers}})
                              if mixture else None)
     return recipe.fit(ctx, plan, model, tokenizer)
-
-
-def teacher_prefix_ids(ctx: "StageContext", tokenizer: Any, row: dict[str, Any]) -> list[int] | None:
-    """Context distillation: what the teacher reads before the student's prompt (its few-shot block and
-    instructions), as tokens, when teacher and student read plain text (completion format). The teacher then sees
-    prefix + the student's tokens, and its answer distribution is the one it gave in the teacher stage."""
-    from distilflow.models.prompts import render_completion
-    from distilflow.tasks import Example
-    from distilflow.teachers.requests import teacher_messages, teacher_plan
-
-    spec = ctx.spec
-    if spec.teacher.prompt_format != "completion" or spec.student.prompt_format != "completion":
-        return None
-    _, shots = teacher_plan(spec, ctx.task, ctx.examples("train"))
-    student_text = render_completion(row["messages"][:-1])
-    teacher_text = render_completion(teacher_messages(Example(id="", messages=row["messages"][:-1]), spec, shots))
-    if teacher_text == student_text or not teacher_text.endswith(student_text):
-        return None
-    prefix = tokenizer(teacher_text[:-len(student_text)], add_special_tokens=False)["input_ids"]
-    if prefix + tokenizer(student_text, add_special_tokens=False)["input_ids"] != \
-            tokenizer(teacher_text, add_special_tokens=False)["input_ids"]:
-        log.warning("kd: the teacher's prefix does not end on a token boundary; the teacher reads the student's "
-                    "prompt alone")
-        return None
-    if is_main_process():
-        log.info("kd: the teacher reads a %d-token prefix (its few-shot block) before each student prompt", len(prefix))
-    return prefix

@@ -26,8 +26,8 @@ from distilflow.dist import is_main_process
 from distilflow.errors import SpecError
 from distilflow.train import recipe
 from distilflow.train.compatibility import check_teacher_reads_student_tokens
-from distilflow.train.kd import teacher_prefix_ids
 from distilflow.train.layer_map import check_layer_matching, matching_plan
+from distilflow.train.teacher_prefix import teacher_prefix_ids
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext

@@ -1,11 +1,12 @@
-"""The training recipe every method shares, read top to bottom (like torchtune's recipes):
+"""What every training method shares: a library of steps, not a script. Each method module (sft.py, kd.py,
+sparse_kd.py, on_policy.py) is the recipe a reader follows top to bottom, and calls these steps in this order:
 
     rows = synthetic_rows(ctx)                      # the teacher's accepted rows; the one "nothing to train on" error
     model, tokenizer = load_student_to_train(ctx)   # the student as given, or pruned (student.py)
     metrics = fit(ctx, plan, model, tokenizer)      # arguments, callbacks, resume, train, validate, save
 
-A method module (sft.py, kd.py, sparse_kd.py) supplies only what is its own, as a `MethodPlan`: how synthetic rows
-become dataset rows, its trainer class, its extra trainer arguments.
+supplying only what is its own as a `MethodPlan`: how synthetic rows become dataset rows, its trainer class, its
+extra trainer arguments.
 
 In a multi-process launch (accelerate / torchrun) every process runs this; only the main process writes files
 (logs, TensorBoard, the final model) and the progress bar. The Trainer saves checkpoints the same way.
