@@ -83,24 +83,28 @@ def test_a_task_of_open_answers_answers_the_stages_with_neutral_defaults(name):
 
 def test_the_spec_accepts_rank_and_labels_exactly_for_the_tasks_that_take_them(tmp_path):
     """The job spec's checks and the task interface say the same: `answer_mode: rank` where a task ranks,
-    `labels:` where a task takes a label set."""
+    `labels:` where a task takes a label set; the task a spec states carries them."""
     from distilflow.errors import SpecError
     from distilflow.jobspec import parse_spec
-    from distilflow.tasks import TASKS
+    from distilflow.tasks import TASKS, task_for_spec
 
-    def accepted(task_type: str, **extra) -> bool:
+    def parsed(task_type: str, **extra):
         try:
-            parse_spec({"task_type": task_type, "teacher": {"model": "t", "backend": "hf"}, "student": {"model": "s"},
-                        "training_data": "x.jsonl", **extra}, "job.yaml", tmp_path)
+            return parse_spec({"task_type": task_type, "teacher": {"model": "t", "backend": "hf"},
+                               "student": {"model": "s"}, "training_data": "x.jsonl", **extra}, "job.yaml", tmp_path)
         except SpecError:
-            return False
-        return True
+            return None
 
     for name, cls in TASKS.items():
-        assert accepted(name, evaluation={"answer_mode": "rank"}) == ("rank" in cls.answer_modes), name
+        ranked = parsed(name, evaluation={"answer_mode": "rank"})
+        assert (ranked is not None) == ("rank" in cls.answer_modes), name
         try:
             cls().with_labels(["a", "b"])
             takes_labels = True
         except SpecError:
             takes_labels = False
-        assert accepted(name, labels=["a", "b"]) == takes_labels, name
+        labelled = parsed(name, labels=["a", "b"])
+        assert (labelled is not None) == takes_labels, name
+        if labelled is not None:
+            assert task_for_spec(labelled).labels == ("a", "b")
+        assert task_for_spec(parsed(name)).labels == () and task_for_spec(parsed(name)).name == name

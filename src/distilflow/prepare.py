@@ -7,7 +7,7 @@ from typing import Any
 
 from distilflow.fingerprint import file_digest
 from distilflow.jobspec import JobSpec
-from distilflow.tasks import Example, Task, get_task, read_examples
+from distilflow.tasks import Example, Task, read_examples, task_for_spec
 
 
 @dataclass
@@ -29,7 +29,7 @@ class PreparedInputs:
 def prepare_inputs(spec: JobSpec) -> PreparedInputs:
     """Load every data file of the spec; the first bad row raises DataError (file, line, what is wrong). The job's
     task is the spec's, completed by what the data settles (e.g. a label set taken from the training rows)."""
-    reader = get_task(spec.task_type, spec.labels)
+    reader = task_for_spec(spec)
     limits = {"test": spec.evaluation.max_examples}
     examples = {split: read_examples(path, reader, split, limit=limits.get(split, spec.generation.max_examples))
                 for split, path in spec.data_files().items()}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from distilflow.errors import SpecError
 
 if TYPE_CHECKING:
+    from distilflow.jobspec import JobSpec
     from distilflow.metrics.text import MetricStats
 
 Message = dict[str, str]
@@ -66,6 +67,13 @@ class Task:
     labels: tuple[str, ...] = ()
 
     # ----- what the spec and the data settle --------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: "JobSpec") -> "Task":
+        """The task a job spec states: its type and the task's own keys (`labels:`). A task type with keys of
+        its own reads them here, so that prepare never needs to know them."""
+        task = cls()
+        return task.with_labels(spec.labels) if spec.labels else task
+
     def with_labels(self, labels: Sequence[str]) -> "Task":
         """A new task like this one with the given label set (this one is unchanged)."""
         raise SpecError(f"task type {self.name} has no label set: `labels:` is for tasks of fixed answers")
