@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli, write_jsonl
 from distilflow.errors import DataError, SpecError
+from distilflow.tasks.base import RowError
 from distilflow.models.prompts import render_completion
 from distilflow.jobspec import parse_spec
 from distilflow.tasks import ClassificationTask, get_task
@@ -60,11 +61,43 @@ def test_accuracy_and_macro_f1_are_scored_with_sufficient_statistics():
     assert stats["macro_f1"].n == 4
 
 
+def test_a_task_is_never_changed_a_label_set_gives_a_new_one():
+    """with_labels, labels_from and for_test_file return a new task; the one they were asked leaves as it was."""
+    from distilflow.tasks import Example
+
+    bare = ClassificationTask()
+    named = bare.with_labels(LABELS)
+    assert bare.labels == () and bare.extract_answer("change pin") is None
+    assert named is not bare and named.labels == tuple(LABELS) and named.extract_answer("change pin") == "change_pin"
+    assert named.labels_from(["other"]) is named  # a label set it has is kept
+    seen = bare.labels_from(["card_arrival", None, "activate_my_card", "card_arrival"])
+    assert seen.labels == ("activate_my_card", "card_arrival") and bare.labels == ()
+    test_file = [Example(f"t{i}", [{"role": "user", "content": "x"}], label) for i, label in enumerate(["b", "a"])]
+    assert bare.for_test_file(test_file).labels == ("a", "b") and bare.labels == ()
+    assert get_task("classification", LABELS).labels == tuple(LABELS)
+    with pytest.raises(RowError, match="labels must differ"):
+        bare.with_labels(["Change PIN", "change_pin"])
+    one_kind = [Example(f"train-{i}", [{"role": "user", "content": "x"}], "a", "train.jsonl", i + 1) for i in range(3)]
+    with pytest.raises(DataError, match=r"train.jsonl: a classification job needs its label set"):
+        bare.for_job({"train": one_kind})
+    assert named.for_job({"train": one_kind}) is named  # the spec's labels: each row was checked as it was read
+
+
+def test_what_stages_ask_a_classification_task():
+    """Rank choices only in answer_mode rank; a confusion matrix per model that answered, for the report."""
+    task = ClassificationTask(LABELS)
+    assert task.choices("rank") == tuple(LABELS) and task.choices("generate") == ()
+    rows = [{"prediction": "change pin", "reference": "change_pin"}, {"prediction": "??", "reference": "change_pin"},
+            {"prediction": "card arrival", "reference": None}]
+    assert task.report_sections({"distilled": rows, "baseline": []}) == {
+        "confusion": {"distilled": {"change_pin": {"change_pin": 1, "not_a_label": 1}}}}
+
+
 def test_the_label_set_comes_from_the_spec_or_the_training_data(tmp_path, tiny_models):
     from distilflow.prepare import prepare_inputs
 
     inputs = prepare_inputs(spec_for(tmp_path, tiny_models))
-    assert inputs.task.labels == sorted(LABELS)
+    assert inputs.task.labels == tuple(sorted(LABELS))
     assert sum(e.reference is None for e in inputs.examples["train"]) == 12  # unlabelled rows are welcome
     write_jsonl(tmp_path / "test.jsonl", rows(2, 200) + [{"text": "hi", "label": "lost_card"}])
     with pytest.raises(DataError, match=r"test.jsonl, line 3: label 'lost_card' is not among"):
@@ -166,6 +199,7 @@ def test_a_classification_job_runs_end_to_end(tmp_path, tiny_models, method):
     assert len(synthetic) == 21 and all(r["messages"][-1]["content"] in LABELS for r in synthetic)
     report = json.loads((folder / "report.json").read_text())
     assert set(report["models"]["distilled"]["task_metrics"]) == {"accuracy", "macro_f1"}
+    assert set(report["confusion"]) == {"teacher", "baseline", "distilled"}  # the task's own report section
     teacher = report["models"]["teacher"]
     assert teacher["answer_mode"] == "rank" and teacher["prefix_cache_tokens"] > 100  # its few-shot block, cached
     assert teacher["uncached_examples"] == 3 and teacher["uncached_latency_mean_s"] > 0

@@ -115,3 +115,16 @@ def test_evaluate_model_on_the_real_gguf_model(tmp_path):
     assert 130e6 < data["parameters"] < 140e6
     assert 50 < data["size_on_disk_mb"] < 120  # the .gguf file itself, not the converted cache
     assert data["latency_mean_s"] > 0 and data["bleu"] >= 0
+
+
+def test_evaluate_model_on_a_classification_file_takes_its_labels_from_the_file(tiny_models, tmp_path):
+    """No job, so no training labels: the test file's labels are the label set the answers are scored against."""
+    labels = ["card_arrival", "activate_my_card", "change_pin"]
+    test_file = write_jsonl(tmp_path / "intents.jsonl",
+                            [{"text": f"customer message {i}", "label": labels[i % 3]} for i in range(3)])
+    result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "classification", "--test-data",
+                     str(test_file), "--workspace", str(tmp_path / "ws"), "--max-tokens", "4", "--json",
+                     "--warmup", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert data["labels"] == sorted(labels) and set(data["intervals"]) == {"accuracy", "macro_f1"}

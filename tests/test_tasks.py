@@ -55,3 +55,56 @@ def test_conversation_bleu_and_chrf_against_sacrebleu():
     assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [[r[0] for r in references]]).score)
     # a conversation turn that declines is a valid answer, not a refusal to filter
     assert task.check_teacher_answer("I'm sorry, we are closed on Sundays.", None, verify=True) is None
+
+
+def _examples(references):
+    from distilflow.tasks import Example
+
+    return [Example(f"train-{i}", [{"role": "user", "content": f"input {i}"}], r, "train.jsonl", i + 1)
+            for i, r in enumerate(references)]
+
+
+@pytest.mark.parametrize("name", ["nli", "conversation", "qa", "math", "summarization"])
+def test_a_task_of_open_answers_answers_the_stages_with_neutral_defaults(name):
+    """What a stage asks every task (instead of asking which task it has): no label set, nothing to rank, nothing
+    the data settles, no report section of its own; and it refuses a label set rather than ignore it."""
+    from distilflow.errors import SpecError
+
+    task = get_task(name)
+    assert task.labels == () and task.answer_modes == ("generate",)
+    assert task.choices("rank") == () and task.choices("generate") == ()
+    examples = _examples([None, None])
+    assert task.for_job({"train": examples}) is task and task.for_test_file(examples) is task
+    assert task.report_sections({"distilled": [{"prediction": "x", "reference": "y"}]}) == {}
+    with pytest.raises(SpecError, match=f"task type {name} has no label set"):
+        task.with_labels(["a", "b"])
+    assert get_task(name, []).labels == () and get_task(name, None).labels == ()
+
+
+def test_the_spec_accepts_rank_and_labels_exactly_for_the_tasks_that_take_them(tmp_path):
+    """The job spec's checks and the task interface say the same: `answer_mode: rank` where a task ranks,
+    `labels:` where a task takes a label set; the task a spec states carries them."""
+    from distilflow.errors import SpecError
+    from distilflow.jobspec import parse_spec
+    from distilflow.tasks import TASKS, task_for_spec
+
+    def parsed(task_type: str, **extra):
+        try:
+            return parse_spec({"task_type": task_type, "teacher": {"model": "t", "backend": "hf"},
+                               "student": {"model": "s"}, "training_data": "x.jsonl", **extra}, "job.yaml", tmp_path)
+        except SpecError:
+            return None
+
+    for name, cls in TASKS.items():
+        ranked = parsed(name, evaluation={"answer_mode": "rank"})
+        assert (ranked is not None) == ("rank" in cls.answer_modes), name
+        try:
+            cls().with_labels(["a", "b"])
+            takes_labels = True
+        except SpecError:
+            takes_labels = False
+        labelled = parsed(name, labels=["a", "b"])
+        assert (labelled is not None) == takes_labels, name
+        if labelled is not None:
+            assert task_for_spec(labelled).labels == ("a", "b")
+        assert task_for_spec(parsed(name)).labels == () and task_for_spec(parsed(name)).name == name

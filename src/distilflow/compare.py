@@ -17,7 +17,7 @@ from distilflow.jobs.progress import StageProgress
 from distilflow.results import (FIGURES, IDENTITY, MEMORY_KINDS, ModelResult, metric_key, metric_names_accepted,
                                 read_predictions)
 from distilflow.jobspec import JOB_NAME_PATTERN, EvaluationSpec
-from distilflow.tasks import ClassificationTask, get_task, read_examples
+from distilflow.tasks import get_task, read_examples
 from distilflow.workspace import PREDICTIONS_FILE, Workspace
 
 DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
@@ -76,7 +76,7 @@ def _evaluate_all(workspace: Workspace, models: list[str | dict[str, Any]], test
                   settings: EvaluationSpec) -> tuple[Path, list[str], dict[str, ModelResult]]:
     task = get_task(task_type)
     examples = read_examples(test_data, task, "test", limit=settings.max_examples)
-    labels_set = task.labels_from([e.reference for e in examples]) if isinstance(task, ClassificationTask) else []
+    labels_set = list(task.for_test_file(examples).labels)  # a label set the test file settles (classification)
     targets = [ModelTarget.parse(m) for m in models]
     labels = _labels(targets)
     folder = _run_folder(workspace, [target.model for _, target in targets])

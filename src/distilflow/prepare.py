@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distilflow.errors import DataError
 from distilflow.fingerprint import file_digest
 from distilflow.jobspec import JobSpec
-from distilflow.tasks import ClassificationTask, Example, get_task, read_examples
+from distilflow.tasks import Example, Task, read_examples, task_for_spec
 
 
 @dataclass
@@ -28,26 +27,12 @@ class PreparedInputs:
 
 
 def prepare_inputs(spec: JobSpec) -> PreparedInputs:
-    """Load every data file of the spec; the first bad row raises DataError (file, line, what is wrong)."""
-    task = get_task(spec.task_type, spec.labels)
+    """Load every data file of the spec; the first bad row raises DataError (file, line, what is wrong). The job's
+    task is the spec's, completed by what the data settles (e.g. a label set taken from the training rows)."""
+    reader = task_for_spec(spec)
     limits = {"test": spec.evaluation.max_examples}
-    examples = {split: read_examples(path, task, split, limit=limits.get(split, spec.generation.max_examples))
+    examples = {split: read_examples(path, reader, split, limit=limits.get(split, spec.generation.max_examples))
                 for split, path in spec.data_files().items()}
-    if isinstance(task, ClassificationTask) and not spec.labels:
-        _labels_from_training_data(task, examples)
+    task = reader.for_job(examples)
     hashes = {split: file_digest(path) for split, path in spec.data_files().items()}
     return PreparedInputs(task=task, examples=examples, data_hashes=hashes)
-
-
-def _labels_from_training_data(task: ClassificationTask, examples: dict[str, list[Example]]) -> None:
-    """Without `labels:` in the spec, the label set is the training data's; other splits must stay inside it."""
-    labels = sorted({e.reference for e in examples["train"] if e.reference is not None})
-    if len(labels) < 2:
-        raise DataError(f"{examples['train'][0].source_file}: a classification job needs its label set: give "
-                        f"`labels:` in the job spec, or label at least two kinds of training rows")
-    task.set_labels(labels)
-    for rows in examples.values():
-        for example in rows:
-            if example.reference is not None and example.reference not in labels:
-                raise DataError(f"{example.source_file}, line {example.source_line}: label {example.reference!r} "
-                                f"is not among the training data's labels ({', '.join(labels)})")

@@ -15,7 +15,7 @@ from distilflow.evaluate.worker import run_worker
 from distilflow.io import write_json_atomic
 from distilflow.results import ModelResult, read_predictions
 from distilflow.jobspec import TeacherSpec
-from distilflow.tasks import ClassificationTask, Example
+from distilflow.tasks import Example
 from distilflow.tasks.scoring import agreement_with_teacher
 from distilflow.teachers.requests import teacher_messages, teacher_plan
 from distilflow.workspace import teacher_eval_label
@@ -40,8 +40,7 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
     """The models `evaluation.models` names, in that order; each reads prompts in its own format, and in
     answer_mode rank all of them choose among the task's labels."""
     spec = ctx.spec
-    ranked = spec.evaluation.answer_mode == "rank" and isinstance(ctx.task, ClassificationTask)
-    choices = list(ctx.task.labels) if ranked else []  # type: ignore[attr-defined]
+    choices = list(ctx.task.choices(spec.evaluation.answer_mode))
     student = {"dtype": spec.student.dtype, "prompt_format": spec.student.prompt_format, "choices": choices}
     targets = {"teacher": teacher_target(spec.teacher, choices),
                "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), **student),
@@ -51,10 +50,6 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
         chosen.update({teacher_eval_label(i, t.name): teacher_target(t, choices)
                        for i, t in enumerate(spec.teachers or []) if i > 0})
     return chosen
-
-
-def _labels(ctx: "StageContext") -> list[str]:
-    return list(ctx.task.labels) if isinstance(ctx.task, ClassificationTask) else []
 
 
 def model_examples(ctx: "StageContext", label: str) -> list[Example]:
@@ -100,7 +95,7 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
         for index, (label, target) in enumerate(targets.items()):
             config = worker_config(label, target, task_type=ctx.spec.task_type, examples=model_examples(ctx, label),
                                    settings=settings, output_dir=ctx.paths.eval_model(label),
-                                   cache_path=ctx.paths.teacher_cache, labels=_labels(ctx)).with_fingerprint()
+                                   cache_path=ctx.paths.teacher_cache, labels=list(ctx.task.labels)).with_fingerprint()
             offset = index * steps_per_model
             previous = ModelResult.read(ctx.paths.eval_metrics(label))
             if previous is not None and previous.fingerprint == config.fingerprint:

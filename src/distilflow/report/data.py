@@ -12,7 +12,6 @@ from distilflow.io import read_json
 from distilflow.metrics.intervals import intervals_overlap
 from distilflow.results import PEAK_RSS, CUDA_MAX_ALLOCATED, Interval, ModelResult, Prediction, read_predictions
 from distilflow.jobspec import MODEL_LABELS
-from distilflow.tasks.classification import ClassificationTask, confusion_counts
 from distilflow.workspace import teacher_eval_label
 
 if TYPE_CHECKING:
@@ -256,8 +255,7 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
     tuning = read_json(ctx.paths.tune_summary, default=None)
     if tuning:  # distilflow tune ran: its trials and the chosen student's test score
         report["tuning"] = tuning
-    if isinstance(task, ClassificationTask):
-        report["confusion"] = {label: confusion_counts(task, rows) for label, rows in predictions.items() if rows}
+    report.update(task.report_sections(predictions))
     if not ctx.examples("test"):
         report.update(not_measured=NOT_MEASURED, notes=[NOT_MEASURED])
     return report

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from distilflow.errors import SpecError
-from distilflow.jobspec import TASK_TYPES
+from distilflow.jobspec import TASK_TYPES, JobSpec
 from distilflow.tasks.base import Example, Message, RowError, Task
 from distilflow.tasks.classification import ClassificationTask
 from distilflow.tasks.conversation import ConversationTask
@@ -19,11 +21,19 @@ TASKS: dict[str, type[Task]] = {
 assert set(TASKS) == set(TASK_TYPES), "spec.TASK_TYPES and the task classes must name the same tasks"
 
 
-def get_task(name: str, labels: list[str] | None = None) -> Task:
-    """A task instance; `labels` is the label set of a classification task (others have none)."""
+def get_task(name: str, labels: Sequence[str] | None = None) -> Task:
+    """A task of the named type; `labels`, when given, is its label set (a task of open answers refuses one)."""
     if name not in TASKS:
         raise SpecError(f"unknown task type {name!r} (known: {', '.join(TASK_TYPES)})")
-    return ClassificationTask(labels) if name == "classification" else TASKS[name]()
+    task = TASKS[name]()
+    return task.with_labels(labels) if labels else task
 
 
-__all__ = ["ClassificationTask", "Example", "Message", "RowError", "Task", "TASKS", "get_task", "read_examples"]
+def task_for_spec(spec: JobSpec) -> Task:
+    """The task a job spec states, before its data settles the rest (Task.for_job)."""
+    if spec.task_type not in TASKS:
+        raise SpecError(f"unknown task type {spec.task_type!r} (known: {', '.join(TASK_TYPES)})")
+    return TASKS[spec.task_type].from_spec(spec)
+
+
+__all__ = ["ClassificationTask", "Example", "Message", "RowError", "Task", "TASKS", "get_task", "read_examples", "task_for_spec"]

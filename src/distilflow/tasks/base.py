@@ -1,12 +1,18 @@
-"""What every task type owns: reading its rows, its prompt, answer extraction, teacher-output checks, scoring."""
+"""What every task type owns: reading its rows, its prompt, answer extraction, teacher-output checks, scoring,
+and everything else a stage would otherwise ask the task's type about (its label set, how a model may answer,
+what the data decides, its own report sections). Stages ask the task; they never ask which task it is."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from distilflow.errors import SpecError
+
 if TYPE_CHECKING:
+    from distilflow.jobspec import JobSpec
     from distilflow.metrics.text import MetricStats
 
 Message = dict[str, str]
@@ -42,7 +48,9 @@ class Example:
 
 
 class Task:
-    """Base class; one subclass per task type. Subclasses set `name`, `primary_metric` and the hooks below."""
+    """Base class; one subclass per task type. Subclasses set `name`, `primary_metric` and the hooks below.
+
+    A task is not changed once made: what the spec or the data settles later (a label set) gives a new task."""
 
     name: ClassVar[str]
     primary_metric: ClassVar[str]
@@ -52,6 +60,44 @@ class Task:
     check_refusals: ClassVar[bool] = True
     # Free-text answers (no single checkable answer): agreement with the teacher is measured with BLEU.
     free_text: ClassVar[bool] = False
+    # How a model may answer: "generate" (it writes its answer); tasks with a label set may also "rank" (the
+    # model's likeliest label is its answer).
+    answer_modes: ClassVar[tuple[str, ...]] = ("generate",)
+    # The fixed set of answers (a classification task's labels); tasks of open answers have none.
+    labels: tuple[str, ...] = ()
+
+    # ----- what the spec and the data settle --------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: "JobSpec") -> "Task":
+        """The task a job spec states: its type and the task's own keys (`labels:`). A task type with keys of
+        its own reads them here, so that prepare never needs to know them."""
+        task = cls()
+        return task.with_labels(spec.labels) if spec.labels else task
+
+    def with_labels(self, labels: Sequence[str]) -> "Task":
+        """A new task like this one with the given label set (this one is unchanged)."""
+        raise SpecError(f"task type {self.name} has no label set: `labels:` is for tasks of fixed answers")
+
+    def for_job(self, examples: Mapping[str, Sequence[Example]]) -> "Task":
+        """The job's task once its data files are read (split -> examples): what the spec left to the data
+        (a classification task's label set) is settled here and every split checked against it; raises
+        DataError (file, line) when the data does not fit. A new task, or this one when nothing is left."""
+        return self
+
+    def for_test_file(self, examples: Sequence[Example]) -> "Task":
+        """The task that scores one test file on its own (no job, no training data): what the file settles
+        (the labels it uses). A new task, or this one when nothing is left."""
+        return self
+
+    def choices(self, answer_mode: str) -> tuple[str, ...]:
+        """The answers a model picks from when it answers in `answer_mode` ("rank": the labels, where the
+        task can rank); empty when it generates its answer."""
+        return self.labels if answer_mode == "rank" and "rank" in self.answer_modes else ()
+
+    def report_sections(self, predictions: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """The task's own parts of report.json, from each model's prediction rows (label -> rows); the report
+        pages draw the ones they know (classification: "confusion"). None by default."""
+        return {}
 
     # ----- reading rows ------------------------------------------------------------------
     def example_from_row(self, row: dict[str, Any]) -> tuple[list[Message], Any]:

@@ -9,11 +9,12 @@ Scores: accuracy and macro-F1 (mean over labels of per-label F1), both with boot
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from distilflow.errors import DataError
 from distilflow.metrics.text import MetricStats, mean_stats
-from distilflow.tasks.base import Message, RowError, Task, require_text, user_prompt
+from distilflow.tasks.base import Example, Message, RowError, Task, require_text, user_prompt
 
 # The student's zero-shot prompt; the answer follows as the label itself.
 PROMPT = "Message: {text}\nLabel:"
@@ -31,25 +32,45 @@ class ClassificationTask(Task):
     name = "classification"
     primary_metric = "accuracy"
     metric_names = ("accuracy", "macro_f1")
+    answer_modes = ("generate", "rank")
 
-    def __init__(self, labels: Sequence[str] | None = None) -> None:
-        self.labels: list[str] = []
-        self._by_key: dict[str, str] = {}
-        if labels:
-            self.set_labels(labels)
-
-    def labels_from(self, references: Sequence[Any]) -> list[str]:
-        """Without a label set, the labels the references use (a test file scored on its own)."""
-        if not self.labels:
-            self.set_labels(sorted({r for r in references if r is not None}))
-        return self.labels
-
-    def set_labels(self, labels: Sequence[str]) -> None:
+    def __init__(self, labels: Sequence[str] = ()) -> None:
         keys = [label_key(label) for label in labels]
         if len(set(keys)) != len(keys):
             raise RowError("labels must differ in more than case, spacing and punctuation")
-        self.labels = list(labels)
+        self.labels = tuple(labels)
         self._by_key = dict(zip(keys, self.labels))
+
+    def with_labels(self, labels: Sequence[str]) -> "ClassificationTask":
+        return type(self)(labels)
+
+    def labels_from(self, references: Iterable[Any]) -> "ClassificationTask":
+        """This task, or (without a label set) a new one whose labels are those the references use."""
+        return self if self.labels else self.with_labels(sorted({r for r in references if r is not None}))
+
+    def for_job(self, examples: Mapping[str, Sequence[Example]]) -> "ClassificationTask":
+        """Without `labels:` in the spec, the label set is the training data's; other splits must stay inside it.
+        (With `labels:`, every row was checked against them as it was read.)"""
+        if self.labels:
+            return self
+        task = self.labels_from(e.reference for e in examples["train"])
+        if len(task.labels) < 2:
+            raise DataError(f"{examples['train'][0].source_file}: a classification job needs its label set: give "
+                            f"`labels:` in the job spec, or label at least two kinds of training rows")
+        for rows in examples.values():
+            for example in rows:
+                if example.reference is not None and example.reference not in task.labels:
+                    raise DataError(f"{example.source_file}, line {example.source_line}: label "
+                                    f"{example.reference!r} is not among the training data's labels "
+                                    f"({', '.join(task.labels)})")
+        return task
+
+    def for_test_file(self, examples: Sequence[Example]) -> "ClassificationTask":
+        return self.labels_from(e.reference for e in examples)
+
+    def report_sections(self, predictions: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """The confusion matrix of each model that answered (report.html draws it)."""
+        return {"confusion": {label: confusion_counts(self, rows) for label, rows in predictions.items() if rows}}
 
     # ----- rows -------------------------------------------------------------------------------------------
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
@@ -92,7 +113,7 @@ class ClassificationTask(Task):
     def metric_stats(self, predictions: list[str], references: list[Any]) -> dict[str, MetricStats]:
         answers = [self.extract_answer(p) for p in predictions]
         return {"accuracy": mean_stats(self.example_scores(predictions, references)),
-                "macro_f1": macro_f1_stats(answers, references, self.labels or sorted(set(references)))}
+                "macro_f1": macro_f1_stats(answers, references, list(self.labels) or sorted(set(references)))}
 
 
 def macro_f1_stats(answers: list[str | None], references: list[str], labels: list[str]) -> MetricStats:

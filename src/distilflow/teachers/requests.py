@@ -9,16 +9,14 @@ from typing import Any
 
 from distilflow.models import GenerationParams, Message
 from distilflow.jobspec import JobSpec
-from distilflow.tasks import ClassificationTask, Example, Task
+from distilflow.tasks import Example, Task
 from distilflow.teachers.base import TeacherRequest, request_fingerprint
 
 
 def generation_params(spec: JobSpec, task: Task | None = None) -> GenerationParams:
     """The teacher's sampling settings; in answer_mode rank, the labels it chooses from (part of the cache key)."""
     g = spec.generation
-    choices: tuple[str, ...] = ()
-    if g.answer_mode == "rank" and isinstance(task, ClassificationTask):
-        choices = tuple(task.labels)
+    choices = task.choices(g.answer_mode) if task is not None else ()
     return GenerationParams(
         max_tokens=g.max_tokens, temperature=spec.teacher_temperature, top_p=g.top_p,
         num_samples=g.num_samples, seed=g.seed, stop=tuple(g.stop), top_logprobs=g.top_logprobs, choices=choices,

@@ -51,7 +51,6 @@ def run(ctx: "StageContext") -> dict[str, Any]:
 
     from distilflow.teachers.cache import TeacherCache
     from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
-    from distilflow.tasks import ClassificationTask
     from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, TargetSettings, teacher_target_rows
 
     if ctx.spec.training.packing:
@@ -59,9 +58,8 @@ def run(ctx: "StageContext") -> dict[str, Any]:
                     "training without packing")
     rows = recipe.synthetic_rows(ctx)
     model, tokenizer = recipe.load_student_to_train(ctx)
-    labels = tuple(ctx.task.labels) if isinstance(ctx.task, ClassificationTask) else ()
     settings = TargetSettings(tokenizer, model.get_output_embeddings().weight.shape[0],
-                              ctx.spec.training.max_seq_length, ctx.spec.student.prompt_format, labels)
+                              ctx.spec.training.max_seq_length, ctx.spec.student.prompt_format, ctx.task.labels)
     stats = SparseStats()
     cache = TeacherCache(ctx.paths.teacher_cache)
     try:

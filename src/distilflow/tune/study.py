@@ -135,7 +135,6 @@ def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, An
 
     from distilflow.train import preflight as train_preflight
     from distilflow.train import run_train
-    from distilflow.tasks import ClassificationTask
     from distilflow.tune.scorer import Answering, TrialScorer
 
     study, started = trial.study, time.monotonic()
@@ -151,9 +150,8 @@ def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, An
         return "failed"
     paths = base.paths.trial(trial.number)
     examples, references = _validation_set(base)
-    ranked = spec.evaluation.answer_mode == "rank" and isinstance(base.task, ClassificationTask)
     how = Answering(spec.student.prompt_format, spec.evaluation.max_tokens, spec.evaluation.batch_size,
-                    tuple(base.task.labels) if ranked else ())  # type: ignore[attr-defined]
+                    base.task.choices(spec.evaluation.answer_mode))
     scorer = TrialScorer(trial, base.task, examples, references, how, deadline)
     ctx = replace(base, spec=spec, paths=paths, fingerprints=stage_fingerprints(spec, base.inputs.data_hashes),
                   results={}, callbacks=[scorer])
