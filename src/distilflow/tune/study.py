@@ -152,7 +152,7 @@ def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, An
     paths = base.paths.trial(trial.number)
     examples, references = _validation_set(base)
     ranked = spec.evaluation.answer_mode == "rank" and isinstance(base.task, ClassificationTask)
-    how = Answering(spec.student.prompt_format, spec.evaluation.max_tokens, spec.evaluation.batch_size,
+    how = Answering(spec.student.prompt_format, spec.evaluation.max_tokens, spec.evaluation.throughput_batch_size,
                     tuple(base.task.labels) if ranked else ())  # type: ignore[attr-defined]
     scorer = TrialScorer(trial, base.task, examples, references, how, deadline)
     ctx = replace(base, spec=spec, paths=paths, fingerprints=stage_fingerprints(spec, base.inputs.data_hashes),
