@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv (see setup.sh) and runs the whole test suite, slow tests with the real SmolLM2 included.
+# Sets up .venv for the tests (`setup.sh test`: the test extras and headless Chromium too) and runs the whole test
+# suite, slow tests with the real SmolLM2 included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 . .venv/bin/activate
 python -m pytest -q "$@"

@@ -1,6 +1,7 @@
 """End-to-end jobs through the command line, as a user runs them."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,8 @@ def test_conversation_job_runs_end_to_end_and_resumes_as_no_op(tmp_path, tiny_mo
     assert result.returncode == 0, result.stderr
     show = run_cli("jobs", "show", "conv", "--workspace", str(ws))
     assert show.returncode == 0 and "completed" in show.stdout
+    for stage in ("prepare", "generate", "train", "evaluate", "report"):  # each with how long it took
+        assert re.search(rf"^  {stage} +completed .* (\d+\.\d s|\d+ min \d\d s)$", show.stdout, re.M), show.stdout
 
     job = ws / "jobs" / "conv"
     train = read_jsonl(job / "synthetic" / "train.jsonl")
@@ -36,6 +39,10 @@ def test_conversation_job_runs_end_to_end_and_resumes_as_no_op(tmp_path, tiny_mo
     assert set(data["models"]) == {"teacher", "baseline", "distilled"}
     assert data["models"]["distilled"]["parameters"] < data["models"]["teacher"]["parameters"]
     assert "speedup" in data["comparison"] and "retention" in data["comparison"]
+    # the time of every stage before the report (the report's own is still running while it is written)
+    assert list(data["stage_seconds"]) == ["prepare", "generate", "train", "evaluate"]
+    assert all(seconds >= 0 for seconds in data["stage_seconds"].values())
+    assert "## Time per stage" in report and "| train |" in report
     assert "Traceback" not in result.stderr
 
     # Running it again resumes: everything is done, nothing is redone.
@@ -125,3 +132,50 @@ def test_workspace_from_environment_and_unknown_job(tmp_path):
     assert result.returncode == 1
     assert "no job named 'ghost'" in result.stderr and str(env_ws) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_jobs_show_prints_how_long_each_stage_took(tmp_path):
+    """Durations come from the store's stage start and finish times (set here, so no clock is involved)."""
+    import sqlite3
+
+    from distilflow.jobs.store import JobStore
+
+    ws = tmp_path / "ws"
+    store = JobStore(ws / "distilflow.db")
+    store.upsert_job("timed", "qa", {"task_type": "qa"}, {})
+    times = {"prepare": (1000.0, 1000.4, "completed"), "generate": (1001.0, 1126.0, "completed"),
+             "train": (1200.0, 4900.0, "completed"), "evaluate": (5000.0, 5012.0, "failed"),
+             "report": (None, None, "pending")}
+    with sqlite3.connect(store.db_path) as db:
+        db.executemany("UPDATE stages SET started_at=?, finished_at=?, status=? WHERE job='timed' AND stage=?",
+                       [(start, end, status, stage) for stage, (start, end, status) in times.items()])
+    record = store.get("timed")
+    assert record.stage_seconds() == pytest.approx({"prepare": 0.4, "generate": 125.0, "train": 3700.0,
+                                                    "evaluate": 12.0})
+    shown = run_cli("jobs", "show", "timed", "--workspace", str(ws))
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    assert lines["prepare"].rstrip().endswith("0.4 s")
+    assert lines["generate"].rstrip().endswith("2 min 05 s")
+    assert lines["train"].rstrip().endswith("1 h 01 min")
+    assert lines["evaluate"].rstrip().endswith("12.0 s")  # a failed stage's run took time too
+    assert lines["report"].split() == ["report", "pending"]  # not run: no duration
+
+
+def test_a_stage_left_running_by_a_killed_job_shows_no_growing_duration(tmp_path):
+    import sqlite3
+
+    from distilflow.jobs.store import JobStore, StageRecord
+
+    assert StageRecord("train", "running", started_at=100.0).elapsed(now=160.0) == 60.0
+    assert StageRecord("train", "running", started_at=100.0).seconds is None
+    ws = tmp_path / "ws"
+    store = JobStore(ws / "distilflow.db")
+    store.upsert_job("killed", "qa", {"task_type": "qa"}, {})
+    with sqlite3.connect(store.db_path) as db:  # the job process died mid-train: no lock, stage still "running"
+        db.execute("UPDATE stages SET started_at=1000, status='running' WHERE job='killed' AND stage='train'")
+        db.execute("UPDATE jobs SET status='running' WHERE name='killed'")
+    shown = run_cli("jobs", "show", "killed", "--workspace", str(ws))
+    assert "status:  failed" in shown.stdout
+    train = next(line for line in shown.stdout.splitlines() if line.startswith("  train"))
+    assert train.split() == ["train", "running"] and "so far" not in shown.stdout

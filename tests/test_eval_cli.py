@@ -21,7 +21,8 @@ def conversation_test(tmp_path) -> Path:
 def test_evaluate_model_cli_prints_bleu_latency_and_memory(tiny_models, conversation_test, tmp_path):
     workspace = tmp_path / "ws"
     result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "conversation", "--test-data",
-                     str(conversation_test), "--workspace", str(workspace), "--max-tokens", "6", "--batch-size", "2")
+                     str(conversation_test), "--workspace", str(workspace), "--max-tokens", "6",
+                     "--throughput-batch-size", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert re.search(r"^BLEU \(task score\): [\d.]+ \[95% CI [\d.]+, [\d.]+\], n=3$", out, re.M), out
@@ -41,7 +42,8 @@ def test_evaluate_model_json_with_chosen_metrics_on_nli(tiny_models, tmp_path):
     test_file = write_jsonl(tmp_path / "nli.jsonl", nli_rows(3))
     result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "nli", "--test-data", str(test_file),
                      "--workspace", str(tmp_path / "ws"), "--max-tokens", "4", "--metric", "accuracy",
-                     "--metric", "inference_time", "--metric", "memory", "--json", "--warmup", "0")
+                     "--metric", "inference_time", "--metric", "memory", "--json", "--warmup", "0",
+                     "--batch-size", "1")  # the old spelling of --throughput-batch-size
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
     assert 0.0 <= data["accuracy"] <= 1.0 and data["latency_mean_s"] > 0 and data["peak_memory_mb"] > 0
@@ -128,3 +130,63 @@ def test_evaluate_model_on_a_classification_file_takes_its_labels_from_the_file(
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
     assert data["labels"] == sorted(labels) and set(data["intervals"]) == {"accuracy", "macro_f1"}
+
+
+# ----- one default per setting: the command line and the client take the spec's -----------------------------
+
+# The evaluation settings `evaluate-model`, `models.evaluate` and `models.compare` take (by their parameter names).
+_EVALUATION_SETTINGS = {"max_tokens", "max_examples", "device", "throughput_batch_size", "warmup"}
+
+
+def _spec_defaults() -> dict:
+    from distilflow.jobspec import EvaluationSpec
+
+    return {name: field.default for name, field in EvaluationSpec.model_fields.items()}
+
+
+def test_command_line_evaluation_defaults_are_the_specs():
+    import typer.main
+
+    from distilflow.cli import app
+
+    command = typer.main.get_command(app).commands["evaluate-model"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in command.params if p.name in _spec_defaults()}
+    assert set(defaults) == _EVALUATION_SETTINGS  # every one is checked (none renamed out of sight)
+    assert defaults == {name: _spec_defaults()[name] for name in defaults}
+
+
+@pytest.mark.parametrize("method", ["evaluate", "compare"])
+def test_client_evaluation_defaults_are_the_specs(method):
+    import inspect
+
+    from distilflow.client import Models
+
+    parameters = inspect.signature(getattr(Models, method)).parameters
+    # (compare's `models` is the models to compare, not evaluation.models)
+    defaults = {name: p.default for name, p in parameters.items() if name in _spec_defaults() and name != "models"}
+    assert set(defaults) == _EVALUATION_SETTINGS | {"bootstrap_samples"}
+    assert defaults == {name: _spec_defaults()[name] for name in defaults}
+
+
+def test_the_task_help_names_every_task_type():
+    import typer.main
+
+    from distilflow.cli import app
+    from distilflow.jobspec import TASK_TYPES
+
+    command = typer.main.get_command(app).commands["evaluate-model"]  # type: ignore[attr-defined]
+    help_text = next(p.help for p in command.params if p.name == "task")
+    assert all(task in help_text for task in TASK_TYPES) and "classification" in help_text
+
+
+def test_the_client_reads_batch_size_as_the_old_spelling_of_throughput_batch_size():
+    from distilflow.client import Models
+    from distilflow.errors import SpecError
+
+    defaults = {name: _spec_defaults()[name] for name in _EVALUATION_SETTINGS | {"bootstrap_samples"}}
+    assert Models._settings(None, **{**defaults, "throughput_batch_size": 3}).throughput_batch_size == 3
+    assert Models._settings(2, **defaults).throughput_batch_size == 2  # batch_size=2, the old keyword
+    with pytest.raises(SpecError, match="throughput_batch_size or its old spelling batch_size, not both"):
+        Models._settings(2, **{**defaults, "throughput_batch_size": 3})
+    with pytest.raises(SpecError, match="'throughput_batch_size': Input should be greater than or equal to 1"):
+        Models._settings(None, **{**defaults, "throughput_batch_size": 0})

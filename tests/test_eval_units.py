@@ -58,6 +58,21 @@ def test_a_result_keeps_exactly_the_keys_it_was_given():
     assert not_evaluated == {"label": "teacher", "model": "m", "evaluated": False, "reason": "why"}
 
 
+def test_a_metrics_file_of_an_older_version_reads_its_batch_size_as_throughput_batch_size(tmp_path):
+    from distilflow.results import EvaluationResults
+
+    old_file = tmp_path / "metrics.json"
+    old_file.write_text('{"label": "teacher", "throughput_batch_size": 4, "batch_size": 4, "warmup": 1}')
+    read = ModelResult.read(old_file)
+    assert read is not None and read.throughput_batch_size == 4
+    assert read.to_json() == {"label": "teacher", "throughput_batch_size": 4, "warmup": 1}  # one field left
+    older = ModelResult.of({"label": "teacher", "batch_size": 2})  # a file with only the old key
+    assert older.throughput_batch_size == 2 and older.has("throughput_batch_size")
+    assert not ModelResult.of({"label": "teacher"}).has("throughput_batch_size")  # nothing made up
+    results = EvaluationResults(older.flat())
+    assert results["batch_size"] == results["throughput_batch_size"] == 2 and "batch_size" in results
+
+
 def test_prediction_rows_have_timing_only_when_measured_here():
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     timed = Prediction.of("test-1", messages, "a", ["r"], AnswerTiming(0.5, 0.1, 3)).to_json()

@@ -133,3 +133,17 @@ def test_not_evaluated_models_are_reported_with_the_reason(tmp_path):
     page = render_html(report, all_plots(report))
     assert "not evaluated: recorded answers do not cover the test inputs" in page
     assert "not evaluated: recorded answers" in render_markdown(report)
+
+
+def test_the_report_says_how_long_each_stage_took(tmp_path):
+    from distilflow.report.tables import fmt
+
+    assert [fmt(s, "duration") for s in (0.04, 59.94, 59.96, 61, 3599.4, 3600, 7325)] == [
+        "0.0 s", "59.9 s", "1 min 00 s", "1 min 01 s", "59 min 59 s", "1 h 00 min", "2 h 02 min"]
+    report = _report(tmp_path)
+    assert "Time per stage" not in render_markdown(report)  # a comparison (no job): no stages
+    report["stage_seconds"] = {"prepare": 0.5, "generate": 125.0, "train": 61.0, "evaluate": 9.5}
+    text = render_markdown(report)
+    assert "## Time per stage" in text
+    assert "| generate | 2 min 05 s |" in text and "| train | 1 min 01 s |" in text
+    assert "Total before this report: 3 min 16 s." in text

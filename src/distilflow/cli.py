@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from distilflow.errors import DistilflowError, JobCanceled
+from distilflow.jobspec import TASK_TYPES, evaluation_default
 
 if TYPE_CHECKING:
     from distilflow.client import Client
@@ -201,17 +202,20 @@ def evaluate_model(
                                               "folder or .gguf file; with --base-url, the model name at that "
                                               "OpenAI-compatible endpoint.")],
     test_data: Annotated[Path, typer.Option("--test-data", help="JSONL test file.")],
-    task: Annotated[Optional[str], typer.Option("--task", help="nli | conversation | qa | math | summarization "
-                                                "(default: the registering job's task, else conversation)")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help=f"{' | '.join(TASK_TYPES)} (default: the "
+                                                "registering job's task, else conversation)")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. "
                                                     "http://127.0.0.1:8000/v1.")] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="NAME of the environment variable "
                                                        "holding the API key.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 128,
+    # Defaults are the job spec's (`evaluation:`), read from it: one default per setting.
+    max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = evaluation_default("max_tokens"),
     max_examples: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size (requests in flight) of the throughput run.")] = 8,
-    warmup: Annotated[int, typer.Option(help="Answers generated and discarded before timing.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (local models).")] = "auto",
+    throughput_batch_size: Annotated[int, typer.Option("--throughput-batch-size", "--batch-size", help="Batch (a "
+                                     "local model) or requests in flight (an endpoint) of the throughput run.")]
+    = evaluation_default("throughput_batch_size"),
+    warmup: Annotated[int, typer.Option(help="Answers discarded before timing.")] = evaluation_default("warmup"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (local models).")] = evaluation_default("device"),
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Show only these metrics (repeatable): "
                                                         "bleu, accuracy, latency, memory, ...")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -230,7 +234,7 @@ def evaluate_model(
         models = _client(workspace, config, catalog=True).models
         result = models.evaluate(model, str(test_data), task_type=task, metrics=metric, max_tokens=max_tokens,
                                  max_examples=max_examples, device=device, base_url=base_url,
-                                 api_key_env=api_key_env, batch_size=batch_size, warmup=warmup)
+                                 api_key_env=api_key_env, throughput_batch_size=throughput_batch_size, warmup=warmup)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
@@ -322,6 +326,8 @@ def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[b
     def action() -> None:
         from dataclasses import asdict
 
+        from distilflow.report.tables import fmt
+
         record = _client(workspace, config).jobs.get(name)
         if as_json:
             typer.echo(json.dumps(asdict(record), indent=2, default=str))
@@ -335,7 +341,10 @@ def jobs_show(name: str, workspace: WorkspaceOption = None, as_json: Annotated[b
         for s in record.stages:
             progress = f"{s.done}/{s.total}" if s.total else (str(s.done) if s.done else "")
             detail = f"  {s.message}" if s.message and s.status == "running" else ""
-            typer.echo(f"  {s.stage:<9} {s.status:<10} {progress:>12}{detail}")
+            # The last run's duration, or how long it runs so far (a killed job's stage stays "running": no clock)
+            elapsed = s.elapsed() if s.seconds is None and record.status == "running" else s.seconds
+            took = "" if elapsed is None else fmt(elapsed, "duration") + ("" if s.seconds is not None else " so far")
+            typer.echo(f"  {s.stage:<9} {s.status:<10} {progress:>12} {took:>16}{detail}")
         for model in record.models:
             typer.echo(f"model:   {model.name} ({model.label}) {model.path}")
         error = record.error or next((s.error for s in record.stages if s.error), None)

@@ -15,7 +15,7 @@ from distilflow.catalog import CONFIG_FILE, WorkspaceConfig, looks_like_a_name, 
 from distilflow.errors import SpecError
 from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, JobStore, RegisteredModel
 from distilflow.results import EvaluationResults
-from distilflow.jobspec import EvaluationSpec, JobSpec, describe_validation_error, parse_spec
+from distilflow.jobspec import EvaluationSpec, JobSpec, describe_validation_error, evaluation_default, parse_spec
 from distilflow.workspace import Workspace
 
 
@@ -141,16 +141,22 @@ class Jobs:
 
 
 class Models:
-    """Score models without a job; the settings are those of a job spec's `evaluation:` section."""
+    """Score models without a job; the settings are those of a job spec's `evaluation:` section, and so are their
+    defaults (read from it, never restated). `batch_size` is the old spelling of `throughput_batch_size`."""
 
     def __init__(self, workspace: Workspace, catalog: WorkspaceConfig | None = None) -> None:
         self.workspace = workspace
         self.catalog = catalog
 
     def evaluate(self, model_name: str, test_data: str, task_type: str | None = None,
-                 metrics: list[str] | None = None, max_tokens: int = 128, max_examples: int | None = None,
-                 device: str = "auto", *, base_url: str | None = None, api_key_env: str | None = None,
-                 batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> EvaluationResults:
+                 metrics: list[str] | None = None, max_tokens: int = evaluation_default("max_tokens"),
+                 max_examples: int | None = evaluation_default("max_examples"),
+                 device: str = evaluation_default("device"), *, base_url: str | None = None,
+                 api_key_env: str | None = None,
+                 throughput_batch_size: int = evaluation_default("throughput_batch_size"),
+                 warmup: int = evaluation_default("warmup"),
+                 bootstrap_samples: int = evaluation_default("bootstrap_samples"),
+                 batch_size: int | None = None) -> EvaluationResults:
         """Score a model on a test file without a job; returns its figures (only those in `metrics`, when given),
         by distilflow's names or Azure ML's: results["bleu"], results["accuracy"], results.inference_time.
 
@@ -161,8 +167,9 @@ class Models:
         from distilflow.compare import evaluate_model
 
         target, job_task = self._target(model_name, base_url, api_key_env)
-        settings = self._settings(max_tokens=max_tokens, max_examples=max_examples, device=device,
-                                  batch_size=batch_size, warmup=warmup, bootstrap_samples=bootstrap_samples)
+        settings = self._settings(batch_size, max_tokens=max_tokens, max_examples=max_examples, device=device,
+                                  throughput_batch_size=throughput_batch_size, warmup=warmup,
+                                  bootstrap_samples=bootstrap_samples)
         return EvaluationResults(evaluate_model(self.workspace, target, test_data, task_type or job_task or
                                                 "conversation", metrics=metrics, settings=settings))
 
@@ -198,19 +205,31 @@ class Models:
         return name, None
 
     def compare(self, models: list[str | dict[str, Any]], test_data: str, task_type: str = "conversation",
-                max_tokens: int = 128, max_examples: int | None = None, device: str = "auto", *,
-                batch_size: int = 8, warmup: int = 1, bootstrap_samples: int = 1000) -> dict[str, Any]:
+                max_tokens: int = evaluation_default("max_tokens"),
+                max_examples: int | None = evaluation_default("max_examples"),
+                device: str = evaluation_default("device"), *,
+                throughput_batch_size: int = evaluation_default("throughput_batch_size"),
+                warmup: int = evaluation_default("warmup"),
+                bootstrap_samples: int = evaluation_default("bootstrap_samples"),
+                batch_size: int | None = None) -> dict[str, Any]:
         """Score several models on the same inputs and compare each with the first; writes an HTML report.
 
         Each model is a string (HF id, folder, .gguf) or a dict {"model", "base_url", "api_key_env", "label"}."""
         from distilflow.compare import compare_models
 
-        settings = self._settings(max_tokens=max_tokens, max_examples=max_examples, device=device,
-                                  batch_size=batch_size, warmup=warmup, bootstrap_samples=bootstrap_samples)
+        settings = self._settings(batch_size, max_tokens=max_tokens, max_examples=max_examples, device=device,
+                                  throughput_batch_size=throughput_batch_size, warmup=warmup,
+                                  bootstrap_samples=bootstrap_samples)
         return compare_models(self.workspace, models, test_data, task_type, settings=settings)
 
     @staticmethod
-    def _settings(**values: Any) -> EvaluationSpec:
+    def _settings(batch_size: int | None, **values: Any) -> EvaluationSpec:
+        """The settings; `batch_size` (the old spelling) counts unless throughput_batch_size says otherwise."""
+        if batch_size is not None:
+            if values["throughput_batch_size"] not in (batch_size, evaluation_default("throughput_batch_size")):
+                raise SpecError("evaluation settings: give throughput_batch_size or its old spelling batch_size, "
+                                "not both")
+            values["throughput_batch_size"] = batch_size
         try:
             return EvaluationSpec(**values)
         except ValidationError as error:  # a bad value (batch_size=0) is one sentence, like in a job spec

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from distilflow.io import iter_jsonl, read_json
 
@@ -21,6 +21,9 @@ from distilflow.io import iter_jsonl, read_json
 PEAK_RSS = "process_peak_rss"
 CUDA_MAX_ALLOCATED = "cuda_max_allocated"
 MEMORY_KINDS = {PEAK_RSS: "peak RSS of the worker process", CUDA_MAX_ALLOCATED: "CUDA max allocated"}
+# Figures renamed since files were first written: old name -> name. Old metrics.json files (and code reading
+# results["batch_size"]) still read.
+RENAMED_FIGURES = {"batch_size": "throughput_batch_size"}
 
 
 class Interval(BaseModel):
@@ -82,7 +85,7 @@ class ModelResult(BaseModel):
     output_tokens: int | None = None
     output_tokens_per_s: float | None = None
     prompt_tokens: int | None = None
-    # The whole test set at the evaluation batch size.
+    # The whole test set at the evaluation's throughput_batch_size (written as batch_size by older versions).
     throughput_batch_size: int | None = None
     throughput_answers_per_s: float | None = None
     throughput_output_tokens_per_s: float | None = None
@@ -110,12 +113,21 @@ class ModelResult(BaseModel):
     api_key_env: str | None = None
     max_tokens: int | None = None
     warmup: int | None = None
-    batch_size: int | None = None
     note: str | None = None
     fingerprint: str | None = None  # what the result depends on; an equal one means it can be reused
     # Added by the readers: agreement with the teacher's answers, and a comparison's result folder.
     agreement_with_teacher: Agreement | None = None
     output_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_figures(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(old in data for old in RENAMED_FIGURES):
+            data = dict(data)
+            for old, new in RENAMED_FIGURES.items():
+                if old in data:
+                    data.setdefault(new, data.pop(old))  # an old file may hold both: the new name wins
+        return data
 
     # ----- reading and writing --------------------------------------------------------------------------
     @classmethod
@@ -208,7 +220,7 @@ class EvaluationResults(dict):  # type: ignore[type-arg]
     and as attributes (results.bleu). `interval(name)` is a task metric's 95% interval with its n."""
 
     def __missing__(self, key: str) -> Any:
-        found = metric_key(key, self.keys())
+        found = metric_key(RENAMED_FIGURES.get(key, key), self.keys())  # results["batch_size"] still reads
         if found is None or found == key:
             raise KeyError(f"{key!r} is not in these results (they hold: {', '.join(metric_names_accepted(self))})")
         return self[found]
@@ -220,7 +232,8 @@ class EvaluationResults(dict):  # type: ignore[type-arg]
             raise AttributeError(str(error)) from None
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or (isinstance(key, str) and metric_key(key, self.keys()) is not None)
+        return dict.__contains__(self, key) or (
+            isinstance(key, str) and metric_key(RENAMED_FIGURES.get(key, key), self.keys()) is not None)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default

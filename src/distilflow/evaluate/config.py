@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from distilflow.errors import DistilflowError
 from distilflow.fingerprint import digest
 from distilflow.models import Message, model_revision
-from distilflow.jobspec import Dtype, EvaluationSpec, PromptFormat, TeacherSpec, describe_validation_error
+from distilflow.jobspec import (Dtype, EvaluationSpec, PromptFormat, TeacherSpec, describe_validation_error,
+                                fingerprint_spelling)
 from distilflow.tasks import Example
 from distilflow.workspace import METRICS_FILE, PREDICTIONS_FILE
 
@@ -96,12 +97,12 @@ class WorkerConfig(ModelTarget):
         return Path(self.output_dir) / PREDICTIONS_FILE
 
     def described(self) -> dict[str, Any]:
-        """How the model was evaluated, as recorded in its metrics.json (the key's variable NAME, never a key)."""
+        """How the model was evaluated, as recorded in its metrics.json (the key's variable NAME, never a key); the
+        measure loop adds the throughput_batch_size it ran at."""
         endpoint = self.endpoint
         values = {"base_url": endpoint.base_url if endpoint else None,
                   "api_key_env": endpoint.api_key_env if endpoint else None,
-                  "max_tokens": self.settings.max_tokens, "warmup": self.settings.warmup,
-                  "batch_size": self.settings.batch_size}
+                  "max_tokens": self.settings.max_tokens, "warmup": self.settings.warmup}
         return {key: value for key, value in values.items() if value is not None}
 
     def with_fingerprint(self) -> "WorkerConfig":
@@ -109,6 +110,7 @@ class WorkerConfig(ModelTarget):
         settings; the report's settings (which models, how many examples shown) and the folder do not count."""
         parts = self.model_dump(mode="json", exclude={"fingerprint": True, "output_dir": True, "cache_path": True,
                                                       "settings": {"models", "examples_in_report", "max_examples"}})
+        parts["settings"] = fingerprint_spelling("evaluation", parts["settings"])  # old runs' results stay reusable
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})
 
 

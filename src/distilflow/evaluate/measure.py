@@ -1,6 +1,6 @@
 """The one measure loop, the same for every model that answers here (a local model, or one behind an endpoint):
 warm-up, then every test input answered alone (latency and time to first token at batch size 1: what a user
-of a chat feels), then the whole test set `batch_size` at a time (throughput: what a server sustains).
+of a chat feels), then the whole test set `throughput_batch_size` at a time (throughput: what a server sustains).
 A `MeasuredModel` adapter says how to ask its model; the loop times it and builds the prediction rows.
 
 An API model keeps its answers in a cache (a re-run pays nothing twice): an answer read from it took no time, so
@@ -82,8 +82,9 @@ def measure(model: MeasuredModel, examples: list[TestExample], settings: "Evalua
     model.prepare([e.messages for e in examples])
     fresh = [e.messages for e in examples if not model.cached(e.messages)]  # the inputs this run asks
     warm = fresh[:settings.warmup]
-    batch_warm = bool(warm) and settings.throughput and settings.batch_size > 1
-    model.warm_up(warm, fresh[:settings.batch_size] if batch_warm else [])
+    batch_size = settings.throughput_batch_size
+    batch_warm = bool(warm) and settings.throughput and batch_size > 1
+    model.warm_up(warm, fresh[:batch_size] if batch_warm else [])
 
     predictions, answers = [], []
     for index, example in enumerate(examples):
@@ -94,10 +95,10 @@ def measure(model: MeasuredModel, examples: list[TestExample], settings: "Evalua
                                          cached=answer.cached, error=answer.error))
         on_progress(index + 1, steps)
 
-    figures = {**latency_figures(answers, model.ttft_source), "throughput_batch_size": settings.batch_size,
+    figures = {**latency_figures(answers, model.ttft_source), "throughput_batch_size": batch_size,
                **answer_counts(answers)}
     if settings.throughput and fresh:
-        figures.update(throughput_figures(model, fresh, settings.batch_size,
+        figures.update(throughput_figures(model, fresh, batch_size,
                                           lambda done: on_progress(len(examples) + done, steps)))
     figures.update(model.figures(answers))
     return predictions, figures

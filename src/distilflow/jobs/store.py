@@ -98,6 +98,20 @@ class StageRecord:
     started_at: float | None = None
     finished_at: float | None = None
 
+    @property
+    def seconds(self) -> float | None:
+        """How long the stage's last run took (start to end, whether it completed, failed or was canceled); None
+        while it runs or before it ran. A stage resumed after a kill counts from its resumption."""
+        if self.started_at is None or self.finished_at is None or self.status in ("pending", "running"):
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        """`seconds`, or while the stage runs, how long it has run so far (until `now`, default the clock's)."""
+        if self.status == "running" and self.started_at is not None:
+            return max(0.0, (time.time() if now is None else now) - self.started_at)
+        return self.seconds
+
 
 @dataclass
 class RegisteredModel:
@@ -138,6 +152,10 @@ class JobRecord:
 
     def stage(self, name: str) -> StageRecord:
         return next(s for s in self.stages if s.stage == name)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Stage -> how long its last run took, for the stages that ran to an end."""
+        return {s.stage: s.seconds for s in self.stages if s.seconds is not None}
 
 
 class JobStore:

@@ -11,6 +11,17 @@ from distilflow.jobspec.sections import (EvaluationSpec, GenerationSpec, Hyperpa
                                       TeamTeacherSpec, TrainingSpec, _Section)
 from distilflow.jobspec.tune import TuneSpec
 
+# section -> {key: its spelling before it was renamed}. Fingerprints hash the old spelling: renaming a key must not
+# make every existing job run its stages again, nor miss the evaluation results it could reuse.
+FINGERPRINT_SPELLINGS: dict[str, dict[str, str]] = {"evaluation": {"throughput_batch_size": "batch_size"}}
+
+
+def fingerprint_spelling(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A section's values (as dumped) with renamed keys spelled as fingerprints hash them."""
+    old = FINGERPRINT_SPELLINGS.get(section, {})
+    return {old.get(key, key): value for key, value in values.items()}
+
+
 class JobSpec(_Section):
     name: str | None = None
     task_type: TaskType
@@ -103,6 +114,9 @@ class JobSpec(_Section):
 
     @property
     def teacher_temperature(self) -> float:
+        """The teacher's sampling temperature: `generation.temperature`, else its Azure-compatible spelling
+        `hyperparameters.temperature` (0 by default). The one place that resolves it: requests, cache keys and
+        fingerprints all read this."""
         g = self.generation.temperature
         return self.hyperparameters.temperature if g is None else g
 
@@ -119,5 +133,11 @@ class JobSpec(_Section):
         """The resolved spec as stored in the workspace (it holds no secrets by construction)."""
         # With `teachers:`, `teacher` is their first: stored once, as given.
         return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None)
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling."""
+        d = self.public_dict()
+        return {key: fingerprint_spelling(key, value) if key in FINGERPRINT_SPELLINGS else value
+                for key, value in d.items()}
 
 

@@ -4,9 +4,9 @@ models that forbid unknown keys and non-finite numbers, and keep secrets out (a 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
 from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
@@ -35,14 +35,14 @@ class EnvRef(_Section):
 
 class TeacherSpec(_Section):
     model: str = Field(description="Model name at the endpoint, HF hub id, local directory or .gguf path")
-    backend: Literal["hf", "openai", "vllm", "recorded"] = "hf"
+    backend: Literal["hf", "openai", "recorded"] = "hf"
     # OpenAI-compatible endpoints (hosted APIs, Azure OpenAI, vLLM/SGLang/llama.cpp/Ollama servers)
     # A list spreads the requests over several endpoints serving the same model (teachers/routing.py).
     base_url: str | list[str] | None = None
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
     api_version: str | None = Field(None, description="Azure OpenAI api-version; selects the Azure client")
     headers: dict[str, str | EnvRef] = Field(default_factory=dict, description="credentials as {env: NAME}")
-    max_concurrency: int = Field(16, ge=1)
+    max_concurrency: int = Field(16, ge=1, description="openai: requests in flight at once")
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     max_retries: int = Field(6, ge=0)
@@ -51,10 +51,10 @@ class TeacherSpec(_Section):
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
     prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
-    # Local models (hf / vllm)
+    # Local models (hf)
     dtype: Dtype = "auto"
     device: Device = "auto"
-    batch_size: int = Field(8, ge=1, description="Prompts per generate() call for a local teacher")
+    batch_size: int = Field(8, ge=1, description="hf: prompts per generate() call (openai: see max_concurrency)")
     # Recorded completions
     path: str | None = Field(None, description="JSONL of recorded prompt/response pairs (backend: recorded)")
 
@@ -64,6 +64,15 @@ class TeacherSpec(_Section):
             return None
         return (prompt_tokens * (self.price_per_million_input_tokens or 0.0)
                 + completion_tokens * (self.price_per_million_output_tokens or 0.0)) / 1e6
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _no_vllm_engine(cls, value: Any) -> Any:
+        # An in-process vLLM engine needs a GPU build this project cannot test; vLLM's own server does the same job.
+        if value == "vllm":
+            raise ValueError("vllm runs as a server here: start `vllm serve MODEL`, then use backend: openai with "
+                             "base_url: http://HOST:8000/v1")
+        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -169,12 +178,15 @@ class Hyperparameters(_Section):
     learning_rate: float = Field(2.0e-5, gt=0, le=1)
     batch_size: int = Field(2, ge=1)
     num_epochs: float = Field(3, gt=0)
-    temperature: float = Field(0.0, ge=0, description="teacher sampling temperature; 0 is greedy")
+    # Azure ML's spelling of generation.temperature, kept so its scripts run unchanged.
+    temperature: float = Field(0.0, ge=0, description="the teacher's sampling temperature (0: greedy); "
+                               "generation.temperature wins when both are given")
 
 
 class GenerationSpec(_Section):
     max_tokens: int = Field(256, ge=1)
-    temperature: float | None = Field(None, ge=0, description="overrides hyperparameters.temperature")
+    temperature: float | None = Field(None, ge=0, description="the teacher's sampling temperature (0: greedy; "
+                                      "default: hyperparameters.temperature, else 0); wins over it when both are given")
     top_p: float = Field(1.0, gt=0, le=1)
     num_samples: int = Field(1, ge=1)
     seed: int | None = 0
@@ -223,7 +235,8 @@ class AttentionSpec(_Section):
 class TrainingSpec(_Section):
     method: Literal[TRAINING_METHODS] = "sft"  # type: ignore[valid-type]
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
-    kd_temperature: float = Field(1.0, gt=0)
+    kd_temperature: float = Field(1.0, gt=0, description="kd, sparse_kd, on_policy: softens teacher and student "
+                                  "distributions inside the distillation loss (not a sampling temperature)")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the divergence; 1 - alpha goes to cross-entropy")
     jsd_beta: float = Field(0.5, ge=0, le=1)
     loss_chunk_size: int = Field(1024, ge=1, description="tokens per chunk in memory-bounded losses")
@@ -242,7 +255,8 @@ class TrainingSpec(_Section):
     device: Device = "auto"
     # on_policy: the student samples the answers of this share of each batch; the teacher scores them token by token
     on_policy_ratio: float = Field(0.5, ge=0, le=1, description="on_policy: share of each batch the student samples")
-    student_temperature: float = Field(1.0, gt=0, description="on_policy: the student's sampling temperature")
+    student_temperature: float = Field(1.0, gt=0, description="on_policy: the temperature the student samples its "
+                                       "own answers at (not the loss's kd_temperature)")
     student_max_tokens: int = Field(256, ge=1, description="on_policy: new tokens per student sample")
     teacher_top_logprobs: int = Field(8, ge=1, le=20, description="on_policy with a served teacher: K per token")
     hidden_states: HiddenStatesSpec | None = None
@@ -252,15 +266,30 @@ class TrainingSpec(_Section):
 class EvaluationSpec(_Section):
     max_tokens: int = Field(256, ge=1)
     max_examples: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1, description="batch size of the throughput measurement")
+    # `batch_size` is its old spelling, still accepted (a job's fingerprints hash it by that name: jobspec/job.py).
+    throughput_batch_size: int = Field(8, ge=1, validation_alias=AliasChoices("throughput_batch_size", "batch_size"),
+                                       description="the throughput run's batch (a local model) or requests in flight "
+                                                   "(a model behind an endpoint)")
     warmup: int = Field(1, ge=0, description="answers generated and discarded before timing")
     models: list[ModelLabel] = Field(default_factory=lambda: list(MODEL_LABELS))
     device: Device = "auto"
     bootstrap_samples: int = Field(1000, ge=0)
     examples_in_report: int = Field(5, ge=0)
     bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (intervals are reproducible)")
-    throughput: bool = Field(True, description="also time the test set at batch_size (answers/s, tokens/s)")
+    throughput: bool = Field(True, description="also time the test set at throughput_batch_size (answers/s, "
+                                               "tokens/s)")
     answer_mode: AnswerMode = Field("generate", description="rank: every model picks the best-scoring label")
     uncached_examples: int = Field(20, ge=0, description="test inputs timed again without the teacher's prefix cache")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_size" in data and "throughput_batch_size" in data:
+            raise ValueError("give throughput_batch_size or its old spelling batch_size, not both")
+        return data
 
+
+def evaluation_default(name: str) -> Any:
+    """The default of an `evaluation:` setting: what `evaluate-model` and `models.evaluate/compare` use when not
+    told, read here so that they never restate (and drift from) the spec's default."""
+    return EvaluationSpec.model_fields[name].default

@@ -54,7 +54,7 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
 
     The teacher stage is cheap to re-run on a change of later settings: its answers are cached per request.
     """
-    d: dict[str, Any] = spec.public_dict()
+    d: dict[str, Any] = spec.fingerprint_dict()  # renamed keys hashed by their old names: old jobs keep theirs
     teachers = d["teachers"] if spec.teachers else d["teacher"]  # one teacher: the fingerprint it always had
     generate = digest([d["task_type"], teachers, d["generation"], spec.teacher_temperature,
                        data_hashes.get("train"), data_hashes.get("validation")])

@@ -232,6 +232,11 @@ def teacher_test_scores(ctx: "StageContext") -> dict[str, Any]:
     return scores
 
 
+def stage_seconds(ctx: "StageContext") -> dict[str, float]:
+    """How long each stage took in its last run (the report's own stage is still running), from the job store."""
+    return ctx.store.get(ctx.name).stage_seconds() if ctx.store is not None else {}
+
+
 def build_report(ctx: "StageContext") -> dict[str, Any]:
     labels = [label for label in MODEL_LABELS if label in ctx.spec.evaluation.models]
     models = {label: result.to_json(without_fingerprint=True) for label, result in job_results(ctx, labels).items()}
@@ -249,6 +254,7 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
         "comparison": comparison(models, list(task.metric_names), task.primary_metric),
         "teacher_stage": ctx.stage_metrics("generate"),
         "training": train,
+        "stage_seconds": stage_seconds(ctx),
     })
     if ctx.spec.teachers and len(ctx.spec.teachers) > 1:
         report["teacher_test_scores"] = teacher_test_scores(ctx)

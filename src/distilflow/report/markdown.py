@@ -87,6 +87,16 @@ def _md_teacher_stage(stage: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _md_stage_times(report: dict[str, Any]) -> list[str]:
+    """Where the job's time went: each stage's last run (the report stage itself is still running)."""
+    seconds = report.get("stage_seconds") or {}
+    if not seconds:
+        return []
+    rows = [[stage, fmt(value, "duration")] for stage, value in seconds.items()]
+    return ["## Time per stage", "", *_md_table(["stage", "took (last run)"], rows),
+            "", f"Total before this report: {fmt(sum(seconds.values()), 'duration')}.", ""]
+
+
 def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
     title = f"Distillation report: {report['job']}" if report.get("job") else report.get("title", "Model comparison")
     lines = [f"# {_md_text(title)}", ""]
@@ -105,6 +115,7 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
             lines.insert(-1, f"- Teacher scoring during training: {train['teacher_requests']} requests, "
                              f"{train.get('teacher_prompt_tokens', 0)} prompt tokens")
     lines += tuning_markdown(report.get("tuning") or {})
+    lines += _md_stage_times(report)
     lines += ["## How this was measured", ""] + [f"- {_md_text(n)}" for n in report.get("notes", [])] + [""]
     return "\n".join(lines)
 

@@ -21,6 +21,11 @@ def fmt(value: Any, kind: str = "num") -> str:
         return f"{value * 1000:.1f}"
     if kind == "yesno":
         return "yes" if value else "no"
+    if kind == "duration":  # seconds, as a person reads a wait: 8.2 s, 3 min 05 s, 1 h 02 min
+        if value < 59.95:  # (59.96 s would print as "60.0 s")
+            return f"{value:.1f} s"
+        minutes, seconds = divmod(round(value), 60)
+        return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

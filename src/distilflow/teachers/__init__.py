@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 
-from distilflow.errors import SpecError
 from distilflow.models import GenerationParams, TopLogprobs
 from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.base import (
@@ -17,7 +16,8 @@ from distilflow.teachers.base import (
     request_fingerprint,
 )
 
-# backend name -> "module:Class"
+# backend name -> "module:Class"; the spec accepts exactly these (jobspec/sections.py: TeacherSpec.backend; a vLLM
+# teacher runs as `vllm serve`, through backend openai).
 BACKENDS: dict[str, str] = {
     "hf": "distilflow.teachers.hf:HFTeacher",
     "openai": "distilflow.teachers.openai_api:OpenAITeacher",
@@ -26,14 +26,7 @@ BACKENDS: dict[str, str] = {
 
 
 def load_teacher(spec: TeacherSpec) -> Teacher:
-    target = BACKENDS.get(spec.backend)
-    if spec.backend == "vllm":
-        # An in-process vLLM engine is not built yet; vLLM's own OpenAI-compatible server does the same job.
-        raise SpecError("teacher.backend 'vllm' runs through vLLM's server for now: start `vllm serve MODEL` and use "
-                        "teacher.backend: openai with base_url: http://HOST:8000/v1")
-    if target is None:
-        raise SpecError(f"teacher.backend {spec.backend!r} is not available yet (available: {', '.join(BACKENDS)})")
-    module_name, class_name = target.split(":")
+    module_name, class_name = BACKENDS[spec.backend].split(":")
     return getattr(importlib.import_module(module_name), class_name)(spec)
 
 

@@ -150,7 +150,7 @@ def _run_trial(base: StageContext, trial: "optuna.Trial", settings: dict[str, An
         return "failed"
     paths = base.paths.trial(trial.number)
     examples, references = _validation_set(base)
-    how = Answering(spec.student.prompt_format, spec.evaluation.max_tokens, spec.evaluation.batch_size,
+    how = Answering(spec.student.prompt_format, spec.evaluation.max_tokens, spec.evaluation.throughput_batch_size,
                     base.task.choices(spec.evaluation.answer_mode))
     scorer = TrialScorer(trial, base.task, examples, references, how, deadline)
     ctx = replace(base, spec=spec, paths=paths, fingerprints=stage_fingerprints(spec, base.inputs.data_hashes),
