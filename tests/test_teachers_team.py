@@ -18,10 +18,11 @@ from distilflow.pipeline.runner import run_job
 from distilflow.jobs.store import JobStore
 from distilflow.jobspec import load_spec
 from distilflow.workspace import Workspace
-from distilflow.errors import SpecError
+from distilflow.errors import SpecError, StageError
 from distilflow.generate.combine import Vote, route_of, vote
 from distilflow.jobspec import TeamTeacherSpec
 from distilflow.tasks import Example, get_task
+from distilflow.teachers.cache import TeacherCache
 from openai_server import OpenAIServer, ServerConfig
 
 KEY_ENV = "DISTIL_TEAM_KEY"
@@ -145,6 +146,25 @@ def test_route_by_field_and_adding_a_teacher_asks_only_the_new_one(tmp_path, tin
         run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate"])
         assert sum(a.stats()["attempts"].values()) - before_a == 3  # the hard rows, new to it
         assert sum(b.stats()["attempts"].values()) - before_b == 6
+
+
+def test_too_many_rows_without_any_answer_fail_the_stage_and_keep_the_answers(tmp_path, tiny_models):
+    both_fail = tuple(f"(q{i})" for i in range(5))
+    with OpenAIServer(ServerConfig(answers=server_answers(9), fail_always=(*both_fail, "(q5)"))) as a, \
+            OpenAIServer(ServerConfig(answers=server_answers(9), fail_always=both_fail)) as b:
+        spec = team_job(tmp_path, tiny_models["student"], [teacher("small", a), teacher("big", b)], "vote")
+        with pytest.raises(StageError) as raised:
+            run_job(load_spec(spec), Workspace(tmp_path / "ws"), ["generate"])
+    synthetic = tmp_path / "ws" / "jobs" / "team" / "synthetic"
+    assert str(raised.value).startswith(  # q5 failed at "small" only: "big" answered it
+        "the teachers failed on 5 of 9 inputs (56%), more than generation.min_success_ratio=0.5 allows; the 4 answers "
+        "are kept and a re-run asks only for the rest")
+    assert str(synthetic / "failed.jsonl") in str(raised.value)
+    failed = read_rows(synthetic / "failed.jsonl")
+    assert [f["teacher"] for f in failed] == ["small"] * 6 + ["big"] * 5
+    assert all(set(f) == {"teacher", "key", "reason", "messages"} for f in failed)
+    with TeacherCache(tmp_path / "ws" / "jobs" / "team" / "cache" / "teacher.sqlite") as cache:
+        assert cache.count() == 3 + 4  # every answer either teacher gave
 
 
 def test_route_pattern_and_fallback_and_free_text_vote():

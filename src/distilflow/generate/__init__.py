@@ -1,5 +1,7 @@
-"""Stage 2, generate: the teacher answers every training and validation input (run.py); the answers are checked
-and become the synthetic data set (synthetic.py); `--dry-run` estimates requests, tokens and cost (estimate.py).
+"""Stage 2, generate: the teacher answers every training and validation input; the answers are checked and become
+the synthetic data set (synthetic.py). One module asks a teacher (ask.py: requests, cached keys, what is pending,
+asking); one teacher is a team of one (run.py), several teachers are asked in turn and their answers combined
+(team.py, combine.py); `--dry-run` estimates requests, tokens and cost (estimate.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def preflight(spec: "JobSpec") -> None:
 
 
 def run_generate(ctx: "StageContext") -> dict[str, Any]:
-    from distilflow.generate.run import generate_stage
+    if ctx.spec.combine is None:  # one teacher
+        from distilflow.generate.run import generate_stage
 
-    return generate_stage(ctx)
+        return generate_stage(ctx)
+    from distilflow.generate.team import team_stage
+
+    return team_stage(ctx)

@@ -3,63 +3,47 @@ reading the spec, the data and the cache, sending nothing."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
-from distilflow.prepare import PreparedInputs
-from distilflow.prepare import prepare_inputs
-from distilflow.generate.combine import route_of
-from distilflow.jobspec import JobSpec, TeacherSpec
-from distilflow.teachers import TeacherRequest, load_teacher
+from distilflow.generate.ask import plan_requests, teacher_rows
+from distilflow.jobspec import JobSpec
+from distilflow.prepare import PreparedInputs, prepare_inputs
+from distilflow.teachers import load_teacher
 from distilflow.teachers.cache import TeacherCache
-from distilflow.teachers.requests import build_requests, teacher_plan
 from distilflow.teachers.token_estimate import estimate_prompt_tokens, token_counter
 from distilflow.workspace import Workspace
 
-TEACHER_SPLITS = ("train", "validation")
-
 
 def estimate_generate(spec: JobSpec, workspace: Workspace, inputs: PreparedInputs | None = None,
-                      teacher_spec: TeacherSpec | None = None) -> dict[str, Any]:
+                      teacher_index: int | None = None) -> dict[str, Any]:
     """What the teacher stage would ask and cost, without asking: requests, prompt tokens, output bound, cost.
-    `teacher_spec`: one of several teachers (default the job's first); under combine route, only its rows."""
+    `teacher_index`: one of several teachers (default the job's first); under combine route, only its rows."""
     inputs = inputs or prepare_inputs(spec)
-    params, shots = teacher_plan(spec, inputs.task, inputs.examples["train"])
-    teacher_spec = teacher_spec or spec.teacher
+    teacher_spec = spec.teacher if teacher_index is None or not spec.teachers else spec.teachers[teacher_index]
+    rows = teacher_rows(spec, inputs.examples, teacher_index)
     teacher = load_teacher(teacher_spec)
     try:
-        identity = teacher.identity()
-        requests: dict[str, TeacherRequest] = {}
-        rows: dict[str, int] = {}
-        for split in TEACHER_SPLITS:
-            examples = inputs.examples.get(split, [])
-            if spec.combine == "route" and spec.teachers:
-                mine = spec.teachers.index(teacher_spec)  # type: ignore[arg-type]
-                examples = [e for e in examples if route_of(e, spec.teachers) == mine]
-            if examples:
-                rows[split] = len(examples)
-                requests.update((r.key, r) for r in build_requests(examples, spec, identity, params, shots))
         cache_path = workspace.job(spec.name or "").teacher_cache
-        known: set[str] = set()
-        if cache_path.exists():
-            cache = TeacherCache(cache_path)
-            known = cache.known_keys(requests)
-            cache.close()
-        pending = [r for k, r in requests.items() if k not in known]
+        with TeacherCache(cache_path) if cache_path.exists() else nullcontext() as cache:  # a dry run creates nothing
+            plan = plan_requests(spec, inputs.task, inputs.examples, rows, teacher.identity(), cache)
         if teacher_spec.backend == "hf":
             count, method = (lambda m: teacher.count_tokens(m) or 0), "the teacher's tokenizer"
         else:
             counter, method = token_counter()
             count = lambda m: estimate_prompt_tokens(m, counter)  # noqa: E731
+        pending = plan.pending
         prompt_tokens = sum(count(r.messages) for r in pending)
     finally:
         teacher.close()
+    params = plan.params
     completion_bound = len(pending) * params.num_samples * params.max_tokens
     input_cost = teacher_spec.cost_usd(prompt_tokens, 0)
     output_cost = teacher_spec.cost_usd(0, completion_bound)
     return {
         "backend": teacher_spec.backend, "model": teacher_spec.model, "base_url": teacher_spec.base_url,
-        "rows": rows, "unique_prompts": len(requests), "cached": len(known), "requests": len(pending),
-        "num_samples": params.num_samples, "max_tokens": params.max_tokens,
+        "rows": plan.rows_by_split(), "unique_prompts": len(plan.unique), "cached": len(plan.known),
+        "requests": len(pending), "num_samples": params.num_samples, "max_tokens": params.max_tokens,
         "prompt_tokens": prompt_tokens, "completion_tokens_max": completion_bound, "token_method": method,
         "input_cost_usd": input_cost, "output_cost_usd_max": output_cost,
         "cost_usd_max": None if input_cost is None else input_cost + (output_cost or 0.0),
@@ -100,7 +84,7 @@ def dry_run_text(spec: JobSpec, workspace: Workspace) -> str:
     blocks = [f"several teachers, combine: {spec.combine}"
               + (" (the figures of each teacher after the first are upper bounds: it is asked only where the ones "
                  "before it fail)" if spec.combine == "best_of" else "")]
-    for teacher in spec.teachers or []:
-        text = format_estimate(estimate_generate(spec, workspace, inputs, teacher))
+    for index, teacher in enumerate(spec.teachers or []):
+        text = format_estimate(estimate_generate(spec, workspace, inputs, index))
         blocks.append(f"--- {teacher.name} ---\n" + text.split("\n", 1)[1])
     return "dry run: nothing was sent to the teachers\n" + "\n".join(blocks)
