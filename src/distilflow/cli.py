@@ -285,6 +285,17 @@ def serve(
     _guard(debug, action)
 
 
+@app.command()
+def ui(port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8765; 0: any free one).")] = None,
+       host: Annotated[str, typer.Option("--host", help="Address (any but loopback needs the token).")] = "127.0.0.1",
+       token: Annotated[Optional[str], typer.Option("--token", envvar="DISTILFLOW_UI_TOKEN", help="Off loopback: the "
+                                                    "token every request needs (default: a new one, printed).")] = None,
+       workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None) -> None:
+    """The dashboard in the browser: live jobs, job pages (cancel, resume), compare, models (docs/ui.md)."""
+    _guard(debug, lambda: _client(workspace, config).ui(host=host, port=port, token=token,
+                                                        announce=lambda line: typer.echo(line)))
+
+
 def _age(timestamp: float | None) -> str:
     if not timestamp:
         return "-"
