@@ -117,11 +117,11 @@ def still_same_document(page) -> bool:
     return page.evaluate("() => window.__sameDocument === true")
 
 
-def save_screenshot(page, name: str, folder: Path) -> Path:
+def save_screenshot(page, name: str, folder: Path, full_page: bool = False) -> Path:
     """A screenshot of the page under `folder`; copied to docs/ui/ too when DISTILFLOW_UPDATE_SCREENSHOTS=1 (how
     the documentation's pictures are made)."""
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path), full_page=full_page)
     if os.environ.get("DISTILFLOW_UPDATE_SCREENSHOTS") == "1":
         docs = Path(__file__).resolve().parents[1] / "docs" / "ui"
         docs.mkdir(parents=True, exist_ok=True)

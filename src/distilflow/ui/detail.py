@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distilflow.jobs.store import TERMINAL_STATUSES, JobRecord, RegisteredModel, StageRecord
+from distilflow.jobs.store import JobRecord, RegisteredModel, StageRecord
 from distilflow.report.data import loss_curve
 from distilflow.report.tables import fmt
 from distilflow.ui.charts import Chart, line_chart
