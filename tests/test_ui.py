@@ -38,16 +38,16 @@ time.sleep(300)
 
 
 def recorded_jobs(workspace: Path, count: int) -> JobStore:
-    """`count` jobs recorded through the store: every third one completed, the others queued."""
+    """`count` jobs recorded through the store: every tenth one completed, the others queued (each write is a
+    committed transaction: a hundred jobs of five finished stages each would take the test seconds)."""
     store = JobStore(workspace / "distilflow.db")
     for i in range(count):
         name = f"job-{i:03d}"
         spec = {"name": name, "task_type": "classification", "teacher": {"model": "teacher"},
                 "student": {"model": "student"}}
         store.upsert_job(name, "classification", spec, {stage: f"inputs-{i}" for stage in STAGES})
-        if i % 3 == 0:
+        if i % 10 == 0:
             for stage in STAGES:
-                store.start_stage(name, stage)
                 store.finish_stage(name, stage, "completed", metrics={})
             store.set_job_status(name, "completed")
     return store
@@ -73,7 +73,7 @@ def test_a_hundred_jobs_are_listed_and_a_running_one_moves_on_the_open_page(tmp_
             assert row.locator('[data-field="progress"]').text_content() == "3/40"
             assert row.locator('[data-field="note"]').text_content() == f"3.0 rows/s avg · {HOSTILE}"
             assert page.locator('img[src="x"]').count() == 0  # the note is text, not an element
-            assert page.locator('tr[data-job="job-003"] [data-field="status"]').text_content() == "completed"
+            assert page.locator('tr[data-job="job-030"] [data-field="status"]').text_content() == "completed"
             mark_loaded(page)
             store.update_progress(running, "generate", 17, 40, "5.1 rows/s avg")
             page.wait_for_function(  # polled in the page until it changes (or the deadline passes)
