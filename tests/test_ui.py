@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,8 @@ def test_loopback_refuses_a_foreign_host_and_a_form_from_another_site(tmp_path):
         policy = headers["content-security-policy"]
         assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
         assert headers["x-content-type-options"] == "nosniff"
+        status, _, missing = request(f"{ui.base}/jobs/{urllib.parse.quote(HOSTILE)}")
+        assert status == 404 and HOSTILE not in missing  # a name in the address is shown escaped
         # A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) is refused.
         assert request(f"{ui.base}/", headers={"Host": "attacker.example"})[0] == 400
         form_token = page.split('name="form_token" value="', 1)[1].split('"', 1)[0]

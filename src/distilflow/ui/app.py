@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import anyio
 import jinja2
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -53,9 +54,9 @@ class Dashboard:
         self.watcher = StoreWatcher(workspace)
         self.templates = _templates()
 
-    def page(self, request: Request, name: str, status_code: int = 200, **context) -> Response:
+    def page(self, request: Request, template: str, status_code: int = 200, **context) -> Response:
         context.update(workspace=str(self.workspace.root), form_token=self.access.form_token)
-        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
 
     def _record(self, name: str):
         if not JOB_NAME_PATTERN.fullmatch(name) or not self.store.exists(name):
@@ -127,16 +128,20 @@ class Dashboard:
     async def events(self, request: Request) -> Response:
         """Server-sent events: `jobs` (every job's line) or, with ?job=NAME, `job` (that job's live part)."""
         name = request.query_params.get("job")
+        stopping = anyio.Event()  # set by sse-starlette when the server stops: the stream then ends cleanly
 
         async def stream() -> AsyncIterator[dict]:
             seen = -1
-            while True:
-                seen = await self.watcher.newer_than(seen)
+            while not stopping.is_set():
+                try:
+                    seen = await asyncio.wait_for(self.watcher.newer_than(seen), timeout=0.5)
+                except asyncio.TimeoutError:
+                    continue
                 payload = self.watcher.job_payload(name) if name else self.watcher.jobs_payload()
                 if payload is not None:
                     yield {"event": "job" if name else "jobs", "data": json.dumps(payload)}
 
-        return EventSourceResponse(stream(), ping=15)
+        return EventSourceResponse(stream(), ping=15, shutdown_event=stopping, shutdown_grace_period=1)
 
 
 def build_app(workspace: Workspace, access: Access) -> Starlette:

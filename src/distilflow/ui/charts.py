@@ -93,8 +93,11 @@ def scatter_chart(points: list[tuple[str, float, float, float | None, float | No
     chart = Chart(x_label, y_label, empty=not shown)
     x_axis, y_axis = Axis.over([p[1] for p in shown]), Axis.over(ys)
     for label, x, y, low, high in shown:
+        at = x_axis.at(x, LEFT, WIDTH - RIGHT)
+        left_half = at < (LEFT + WIDTH - RIGHT) / 2  # a label reads away from the nearer edge, never cut off
         chart.points.append({
-            "label": label, "x": x_axis.at(x, LEFT, WIDTH - RIGHT), "y": y_axis.at(y, HEIGHT - BOTTOM, TOP),
+            "label": label, "x": at, "y": y_axis.at(y, HEIGHT - BOTTOM, TOP),
+            "label_x": at + 7 if left_half else at - 7, "anchor": "start" if left_half else "end",
             "low": y_axis.at(low if low is not None else y, HEIGHT - BOTTOM, TOP),
             "high": y_axis.at(high if high is not None else y, HEIGHT - BOTTOM, TOP)})
     chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()

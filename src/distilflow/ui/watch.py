@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from typing import Any
 
 from distilflow.jobs.lock import is_locked
@@ -70,8 +69,8 @@ class StoreWatcher:
                 if self.refresh():
                     async with self._changed:
                         self._changed.notify_all()
-            except sqlite3.Error as error:  # the store is busy or being replaced: look again on the next tick
-                log.warning("could not read the job store: %s", error)
+            except Exception as error:  # noqa: BLE001 - a busy store, a half-written file: look again next tick
+                log.warning("could not read the job store: %s", error)  # (the one loop must not die: pages wait on it)
             await asyncio.sleep(self.poll_s)
 
     async def newer_than(self, version: int) -> int:
@@ -87,8 +86,7 @@ class StoreWatcher:
 
     def jobs_payload(self) -> dict[str, Any]:
         """Every job's line for the jobs page, built once per change."""
-        return self._once("jobs", lambda: {"at": time.time(), "jobs": [job_row(r).to_json()
-                                                                        for r in self.records.values()]})
+        return self._once("jobs", lambda: {"jobs": [job_row(r).to_json() for r in self.records.values()]})
 
     def job_payload(self, name: str) -> dict[str, Any] | None:
         """One job's live part for its page, built once per change (None: no such job)."""
