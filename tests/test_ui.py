@@ -1,6 +1,7 @@
 """The dashboard, `distilflow ui`, started as a user starts it, over a workspace filled through the job store's own
-API (what running jobs write): a hundred jobs listed in real headless Chromium, a running job's progress changing
-on the open page without a reload, hostile text shown as text; safe by default: a foreign Host or a cross-site form
+API (what running jobs write): a hundred jobs listed in real headless Chromium, a running job's progress and its
+loss curve changing on the open pages without a reload, the page reloading itself when the job ends, hostile text
+shown as text; safe by default: a foreign Host or a cross-site form
 refused on loopback, and off loopback nothing read or changed without the token. The whole route with real jobs
 (a finished one, a running one canceled from the page) is tests/test_ui_jobs.py."""
 
@@ -18,6 +19,7 @@ import pytest
 from conftest import SRC
 from ui_helpers import (CHROMIUM, HOSTILE, chromium_page, dashboard, mark_loaded, request, still_same_document)
 
+from distilflow.io import write_json_atomic
 from distilflow.jobs.lock import JobLock
 from distilflow.jobs.store import STAGES, JobStore, pid_alive
 from distilflow.workspace import Workspace
@@ -28,6 +30,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not in
 _HOLD_JOB = """
 import os, sys, time
 from pathlib import Path
+from distilflow.io import write_json_atomic
 from distilflow.jobs.lock import JobLock
 from distilflow.jobs.store import JobStore
 ws, name = Path(sys.argv[1]), sys.argv[2]
@@ -82,11 +85,33 @@ def test_a_hundred_jobs_are_listed_and_a_running_one_moves_on_the_open_page(tmp_
                           .textContent === "17/40" """, timeout=10_000)
             assert still_same_document(page), "the page was reloaded instead of updated"
             assert row.locator("progress").evaluate("bar => bar.value") == pytest.approx(42.5)
-            store.finish_stage(running, "generate", "failed", error=f"teacher said {HOSTILE}")
-            store.set_job_status(running, "failed", error=f"teacher said {HOSTILE}")
-            page.wait_for_function(f"""() => document.querySelector('tr[data-job="{running}"] [data-field="status"]')
-                                             .textContent === "failed" """, timeout=10_000)
+            # Its page: the loss curve grows as the training log does (a file, not a row of the store).
+            paths = Workspace(workspace).job(running)
+            store.finish_stage(running, "generate", "completed", metrics={"requests": 40})
+            store.start_stage(running, "train")
             page.goto(f"{ui.base}/jobs/{running}")
+            mark_loaded(page)
+            line = page.locator("#loss-chart polyline[data-series=train_loss]")
+            assert (line.get_attribute("points") or "") == ""
+            write_json_atomic(paths.train_log, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
+            page.wait_for_function("""() => document.querySelector('#loss-chart polyline[data-series=train_loss]')
+                                            .getAttribute("points").split(" ").length === 2""", timeout=10_000)
+            last_tick = page.locator('#loss-chart text[data-x-tick="4"]').text_content()
+            write_json_atomic(paths.train_log, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5},
+                                                {"step": 3, "loss": 1.2, "eval_loss": 1.4}])
+            page.wait_for_function("""() => document.querySelector('#loss-chart polyline[data-series=train_loss]')
+                                            .getAttribute("points").split(" ").length === 3""", timeout=10_000)
+            validation = page.locator("#loss-chart polyline[data-series=validation_loss]").get_attribute("points")
+            assert len(validation.split(" ")) == 1  # the validation loss arrived with it
+            assert page.locator('#loss-chart text[data-x-tick="4"]').text_content() != last_tick  # the axis grew
+            assert still_same_document(page), "the job page was reloaded instead of updated"
+            store.finish_stage(running, "train", "failed", error=f"teacher said {HOSTILE}")
+            store.set_job_status(running, "failed", error=f"teacher said {HOSTILE}")
+            # The job ended: its page reloads itself, to show how it ended and offer to resume it.
+            page.wait_for_function("""() => document.querySelector('#job-header')?.dataset.terminal === "true" """,
+                                   timeout=10_000)
+            assert not still_same_document(page)
+            assert page.locator('#job-header [data-field="status"]').text_content() == "failed"
             assert page.locator("#job-header .note").text_content() == f"teacher said {HOSTILE}"
             assert page.locator("#resume").count() == 1
             assert page.locator('img[src="x"]').count() == 0 and page.dialogs == []
