@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, start_cli, write_job
+from go_template import modelfile_commands, render_template
 from llama_server import free_port, llama_cpp_server
 
 from distilflow import Client
@@ -108,6 +109,35 @@ def test_gguf_q8_0_answers_the_test_prompts_and_f16_gives_the_distilled_answers(
             assert [a["message"]["content"] for a in answers] == job["answers"]
 
 
+def test_ollama_modelfile_names_the_gguf_beside_it_and_writes_the_prompt_the_student_was_trained_on(job):
+    from transformers import AutoTokenizer
+
+    from distilflow.models.prompts import render_chat
+
+    result = run_cli("export", NAME, "--format", "ollama", "--workspace", str(job["root"] / "w"))
+    assert result.returncode == 0, result.stderr
+    modelfile = job["paths"].root / "export" / "student-distilled-ollama" / "Modelfile"
+    assert f"exported: {modelfile}" in result.stdout
+    commands: dict[str, list[str]] = {}
+    for name, value in modelfile_commands(modelfile.read_text()):
+        commands.setdefault(name, []).append(value)
+    assert commands["FROM"] == ["./student-distilled-f16.gguf"]  # beside it: the folder moves as one
+    gguf = modelfile.parent / "student-distilled-f16.gguf"
+    assert gguf.is_file()
+    tokenizer = AutoTokenizer.from_pretrained(job["paths"].student_final)
+    prompts = [render_template(commands["TEMPLATE"][0], messages) for messages in job["prompts"]]
+    assert prompts == [render_chat(tokenizer, messages) for messages in job["prompts"]]
+    # What Ollama would run: that prompt through llama.cpp with the Modelfile's stops: the distilled answers.
+    llm = load_llama(gguf, n_ctx=256)
+    try:
+        answers = [llm.create_completion(llm.tokenize(prompt.encode(), add_bos=False, special=True),
+                                         max_tokens=int(commands["PARAMETER num_predict"][0]), temperature=0.0,
+                                         stop=commands["PARAMETER stop"])["choices"][0]["text"] for prompt in prompts]
+    finally:
+        llm.close()
+    assert answers == job["answers"] and any(answers)
+
+
 def test_evaluate_model_scores_the_exported_gguf_in_process_and_through_llama_cpp_server(job):
     gguf = job["client"].models.export(NAME, format="gguf", quantize="f16")
     distilled = job["report"]["models"]["distilled"]
@@ -127,13 +157,13 @@ def test_export_refuses_bad_requests_in_one_sentence_and_writes_nothing(job, tmp
     client = job["client"]
     with pytest.raises(DistilflowError, match="q4_k_m is not available: the gguf package has no Q4_K quantizer"):
         client.models.export(NAME, format="gguf", quantize="q4_k_m", out=tmp_path / "x.gguf")
-    with pytest.raises(DistilflowError, match="applies to --format gguf only"):
+    with pytest.raises(DistilflowError, match="applies to --format gguf and ollama only"):
         client.models.export(NAME, format="hf", quantize="q8_0", out=tmp_path / "hf")
     with pytest.raises(DistilflowError, match="no job named 'nope'"):
         client.models.export("nope", format="hf", out=tmp_path / "hf")
     assert list(tmp_path.iterdir()) == []
     bad = run_cli("export", NAME, "--format", "onnx", "--workspace", str(job["root"] / "w"))
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown export format 'onnx' (choose from hf, gguf)"
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown export format 'onnx' (choose from hf, gguf, ollama)"
 
 
 def test_serve_prints_base_url_and_model_and_answers_over_the_openai_protocol(job):

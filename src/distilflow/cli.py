@@ -248,14 +248,14 @@ def evaluate_model(
 def export(
     job: Annotated[str, typer.Argument(help="The job (its name, or its spec file) whose distilled student to ship.")],
     format: Annotated[str, typer.Option("--format", help="hf (a merged folder with a model card) | gguf (one file "
-                                        "for llama.cpp)")] = "hf",
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="gguf only: f16 (default) | q8_0 | q4_1 | q4_0")]
+                                        "for llama.cpp) | ollama (the GGUF file and a Modelfile)")] = "hf",
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="gguf, ollama: f16 (default) | q8_0 | q4_1 | q4_0")]
     = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write (default: the job's export/ folder).")]
     = None,
     workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
 ) -> None:
-    """Ship a job's distilled student as a Hugging Face folder (with a model card) or a quantized GGUF file."""
+    """Ship a job's distilled student as a Hugging Face folder (with a model card), a GGUF file, or both for Ollama."""
 
     def action() -> None:
         written = _client(workspace, config).models.export(job, format, quantize, out)
@@ -287,6 +287,17 @@ def serve(
             raise DistilflowError(f"the llama.cpp server stopped with status {status}")
 
     _guard(debug, action)
+
+
+@app.command()
+def ui(port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8765; 0: any free one).")] = None,
+       host: Annotated[str, typer.Option("--host", help="Address (any but loopback needs the token).")] = "127.0.0.1",
+       token: Annotated[Optional[str], typer.Option("--token", envvar="DISTILFLOW_UI_TOKEN", help="Off loopback: the "
+                                                    "token every request needs (default: a new one, printed).")] = None,
+       workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None) -> None:
+    """The dashboard in the browser: live jobs, job pages (cancel, resume), compare, models (docs/ui.md)."""
+    _guard(debug, lambda: _client(workspace, config).ui(host=host, port=port, token=token,
+                                                        announce=lambda line: typer.echo(line)))
 
 
 def _age(timestamp: float | None) -> str:

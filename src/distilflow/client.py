@@ -5,7 +5,7 @@ with `jobs.*` and `models.*`, the same verbs as the CLI. A script written for Az
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,14 @@ class Client:
         self.workspace = Workspace(workspace_root(workspace, config))
         self.jobs = Jobs(self.workspace, config)
         self.models = Models(self.workspace, config)
+
+    def ui(self, *, host: str = "127.0.0.1", port: int | None = None, token: str | None = None,
+           announce: Callable[[str], None] = print) -> None:
+        """Serve the dashboard over this workspace until interrupted (what `distilflow ui` does; port None: 8765).
+        Off loopback every request needs `token` (a new one is printed when None); see docs/ui.md."""
+        from distilflow.ui import serve_ui
+
+        serve_ui(self.workspace, host=host, port=port, token=token, announce=announce)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> "Client":

@@ -1,5 +1,6 @@
-"""Ship a job's distilled student: a self-contained Hugging Face folder with a model card (`hf`), or one GGUF file
-for llama.cpp-style runtimes (`gguf`), and an OpenAI-compatible server for it (serve.py). Above the stages: it reads
+"""Ship a job's distilled student: a self-contained Hugging Face folder with a model card (`hf`), one GGUF file
+for llama.cpp-style runtimes (`gguf`), or that file with an Ollama Modelfile beside it (`ollama`, ollama.py), and an
+OpenAI-compatible server for it (serve.py). Above the stages: it reads
 what a completed job left in its workspace (the student, the report) and nothing below imports it."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from distilflow.workspace import JobPaths, Workspace
 
 log = logging.getLogger(__name__)
 
-ExportFormat = Literal["hf", "gguf"]
-FORMATS = ("hf", "gguf")
+ExportFormat = Literal["hf", "gguf", "ollama"]
+FORMATS = ("hf", "gguf", "ollama")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ class ExportSource:
     def default_target(self, fmt: ExportFormat, quantize: str) -> Path:
         folder = self.paths.root / "export"
         # The folder carries the model's name: what `serve` and `vllm serve` call it by default.
-        return folder / self.name if fmt == "hf" else folder / f"{self.name}-{quantize}.gguf"
+        if fmt == "hf":
+            return folder / self.name
+        if fmt == "ollama":  # a folder of its own: the Modelfile names the GGUF file beside it
+            return folder / f"{self.name}-ollama"
+        return folder / f"{self.name}-{quantize}.gguf"
 
 
 @contextmanager
@@ -94,27 +99,36 @@ def _export_hf(source: ExportSource, target: Path) -> Path:
 
 def export_job(workspace: Workspace, job: str, fmt: ExportFormat = "hf", quantize: str | None = None,
                out: str | Path | None = None) -> Path:
-    """Write the job's distilled student as `fmt`; returns the folder (hf) or file (gguf) written."""
-    from distilflow.export.to_gguf import quant_type, write_gguf
+    """Write the job's distilled student as `fmt`; returns the folder (hf), the file (gguf) or the Modelfile (ollama)
+    written."""
+    from distilflow.export.to_gguf import quant_type
 
     if fmt not in FORMATS:
         raise DistilflowError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
     if fmt == "hf" and quantize is not None:
-        raise DistilflowError("--quantize applies to --format gguf only (the hf folder keeps the trained weights)")
+        raise DistilflowError("--quantize applies to --format gguf and ollama only (the hf folder keeps the trained "
+                              "weights)")
     quantize = quantize or "f16"
-    if fmt == "gguf":
+    if fmt != "hf":
         quant_type(quantize)  # an unavailable type is refused before the student is even opened
     source = ExportSource.of(workspace, job)
     target = Path(out).expanduser().resolve() if out else source.default_target(fmt, quantize)
     if fmt == "hf":
         return _export_hf(source, target)
+    if fmt == "ollama":
+        return _export_ollama(source, target, quantize)
     if target.suffix != ".gguf":
         target = target / f"{source.name}-{quantize}.gguf"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    return _export_gguf(source, target, quantize)
+
+
+def _export_gguf(source: ExportSource, target: Path, quantize: str) -> Path:
     from distilflow.export.card import model_license
+    from distilflow.export.to_gguf import write_gguf
     from distilflow.jobs.progress import StageProgress
     from distilflow.models import resolve_model_ref
 
+    target.parent.mkdir(parents=True, exist_ok=True)
     license = model_license(resolve_model_ref(source.spec.student.model))
     with merged_student(source) as folder, StageProgress(None, "", "export", None,
                                                           f"writing {target.name}") as progress:
@@ -124,3 +138,20 @@ def export_job(workspace: Workspace, job: str, fmt: ExportFormat = "hf", quantiz
             progress.update(done)
 
         return write_gguf(folder, target, quantize, name=source.name, license=license, progress=advance)
+
+
+def _export_ollama(source: ExportSource, folder: Path, quantize: str) -> Path:
+    """The GGUF file, then the Modelfile beside it (written last: a Modelfile always names a complete file)."""
+    from transformers import AutoTokenizer
+
+    from distilflow.export.ollama import modelfile_target, modelfile_text
+    from distilflow.tasks import get_task
+
+    spec = source.spec
+    task = get_task(spec.task_type, spec.labels)
+    text = modelfile_text(gguf_name=f"{source.name}-{quantize}.gguf", model_name=source.name, task=task,
+                          tokenizer=AutoTokenizer.from_pretrained(source.paths.student_final),
+                          prompt_format=spec.student.prompt_format, max_tokens=spec.evaluation.max_tokens)
+    gguf = _export_gguf(source, folder / f"{source.name}-{quantize}.gguf", quantize)
+    write_text_atomic(modelfile_target(gguf.parent), text)
+    return modelfile_target(gguf.parent)

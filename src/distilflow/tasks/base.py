@@ -125,6 +125,18 @@ class Task:
         """A reference written as a model's answer (the assistant turn of a few-shot example)."""
         return str(reference[0] if isinstance(reference, list) else reference)
 
+    # ----- serving ----------------------------------------------------------------------
+    def prompt_for_input(self, text: str) -> str:
+        """The user turn the student was trained on, made from one input a person types (what a served student's
+        template wraps around a message, e.g. Ollama's TEMPLATE). By default they type the whole prompt."""
+        return text
+
+    @property
+    def serving_temperature(self) -> float | None:
+        """The temperature a served student answers with: 0 (greedy, as it was evaluated) where an answer is right
+        or wrong; None (the runtime's own default) for free text, where varied wording is welcome."""
+        return None if self.free_text else 0.0
+
     # ----- answers -----------------------------------------------------------------------
     def extract_answer(self, text: str) -> str | None:
         """The task's answer inside a model response (None when it cannot be found)."""

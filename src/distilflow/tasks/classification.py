@@ -80,6 +80,9 @@ class ClassificationTask(Task):
         return user_prompt(PROMPT.format(text=text.strip())), (
             None if label_field is None else self._reference(row[label_field]))
 
+    def prompt_for_input(self, text: str) -> str:
+        return PROMPT.format(text=text.strip())
+
     def reference_from_text(self, text: str) -> Any:
         return self._reference(text)
 

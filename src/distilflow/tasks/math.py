@@ -44,6 +44,9 @@ class MathTask(Task):
             reference = self.reference_from_text(str(row["answer"]))
         return user_prompt(PROMPT.format(question=question.strip())), reference
 
+    def prompt_for_input(self, text: str) -> str:
+        return PROMPT.format(question=text.strip())
+
     def reference_from_text(self, text: str) -> Any:
         number = final_number(text)
         if number is None:

@@ -14,11 +14,9 @@ _LABEL_ALIASES = {"0": "entailment", "1": "neutral", "2": "contradiction", "enta
                   "entailed": "entailment", "contradicts": "contradiction", "contradictory": "contradiction"}
 _LABEL_IN_TEXT = re.compile(r"\b(entailment|neutral|contradiction)\b", re.IGNORECASE)
 
-PROMPT = (
-    "Premise: {premise}\nHypothesis: {hypothesis}\n"
-    "Does the premise entail the hypothesis, contradict it, or neither? "
-    "Answer with one word: entailment, neutral or contradiction."
-)
+QUESTION = ("Does the premise entail the hypothesis, contradict it, or neither? "
+            "Answer with one word: entailment, neutral or contradiction.")
+PROMPT = "Premise: {premise}\nHypothesis: {hypothesis}\n" + QUESTION
 
 
 def normalize_label(value: Any) -> str | None:
@@ -41,6 +39,10 @@ class NliTask(Task):
             if reference is None:
                 raise RowError(f"unknown NLI label {str(row['label'])[:40]!r} (expected one of {', '.join(LABELS)})")
         return user_prompt(PROMPT.format(premise=premise.strip(), hypothesis=hypothesis.strip())), reference
+
+    def prompt_for_input(self, text: str) -> str:
+        """They type the premise and hypothesis as "Premise: ...\nHypothesis: ..."; the question follows."""
+        return f"{text.strip()}\n{QUESTION}"
 
     def reference_from_text(self, text: str) -> Any:
         label = self.extract_answer(text)

@@ -46,6 +46,9 @@ class QaTask(Task):
             prompt = PROMPT.format(question=question.strip())
         return user_prompt(prompt), _answers(row)
 
+    def prompt_for_input(self, text: str) -> str:
+        return PROMPT.format(question=text.strip())
+
     def reference_from_text(self, text: str) -> Any:
         return [text]
 

@@ -38,6 +38,9 @@ class SummarizationTask(Task):
         reference = _references(row[summary_key]) if summary_key else None
         return user_prompt(PROMPT.format(document=document.strip())), reference
 
+    def prompt_for_input(self, text: str) -> str:
+        return PROMPT.format(document=text.strip())
+
     def reference_from_text(self, text: str) -> Any:
         return [text]
 
