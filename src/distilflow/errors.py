@@ -75,7 +75,8 @@ def permission_message(path: Path) -> str:
     it may not write in) and the command that allows it."""
     closed = _closed_folder(path)
     if closed is not None:
-        return (f"permission denied: user {_user()} may not enter the folder {closed} (on the way to {path}); "
+        on_the_way = f" (on the way to {path})" if closed != path else ""
+        return (f"permission denied: user {_user()} may not enter the folder {closed}{on_the_way}; "
                 f"{_grant(closed, 'u+rx', 'accessible')} or choose another path")
     if os.path.lexists(path) and not os.access(path, os.R_OK):
         return f"permission denied: user {_user()} may not read {path}; {_grant(path, 'u+r', 'readable')}"

@@ -61,7 +61,8 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], so
             problems.append(f"unknown key '{dotted}'{hint}{valid_list}")
         elif item["type"] == "missing":
             choices = _literal_choices(model, loc)
-            problems.append(f"missing required key '{dotted}'" + (f"; add it, set to one of {choices}" if choices else ""))
+            fix = f"; add it, set to one of {choices}" if choices else ""
+            problems.append(f"missing required key '{dotted}'{fix}")
         elif loc and _is_empty(item.get("input")):  # `key:` with nothing after it reads as null
             problems.append(_no_value(item, model, loc, dotted))
         elif item["type"] == "literal_error":

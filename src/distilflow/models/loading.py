@@ -69,9 +69,11 @@ def local_model_dir(ref: str) -> str:
 def check_readable(ref: str) -> None:
     """A local model (file or folder) this user may not read is one sentence naming the file and the fix, said
     before loading: transformers reports an unreadable weights file as "No such file or directory"."""
-    blocked = unreadable_part(Path(ref))
-    if blocked is not None:
-        raise DistilflowError(f"cannot load model {ref}: {permission_message(blocked)}")
+    path = Path(ref)
+    blocked = unreadable_part(path)
+    if blocked is not None:  # a folder on the way is named as such; a file inside the model's folder as itself
+        raise DistilflowError(f"cannot load model {ref}: "
+                              f"{permission_message(path if blocked in (path, *path.parents) else blocked)}")
 
 
 def _converted_gguf(path: Path) -> Path:

@@ -5,8 +5,8 @@ Requests go through the official SDK's async client on a background event loop (
 retries are off (max_retries=0) so that we decide: 429, 5xx, timeouts, dropped connections, malformed
 bodies and HTTP 200 answers that carry the server's error instead of a completion ("model overloaded") are
 retried with exponential backoff and jitter, honouring Retry-After, up to `teacher.max_retries` times; a
-request that still fails becomes a TeacherFailure with its reason (the server's own words where it gave some). Errors no retry can fix
-(bad key, unknown model, no quota) stop the stage at once, and so does a dead endpoint: after
+request that still fails becomes a TeacherFailure with its reason (the server's own words where it gave some).
+Errors no retry can fix (bad key, unknown model, no quota) stop the stage at once, and so does a dead endpoint: after
 `teacher.max_consecutive_failures` failed requests in a row with no answer between them (connection refused,
 DNS failure, the same 4xx for every input) the circuit breaker (limits.py) ends the stage with one sentence.
 
@@ -319,7 +319,7 @@ def _show_failure(reason: str, shown: set[str]) -> None:
     kind = reason.split(" (gave up after")[0]
     if kind not in shown and len(shown) < SHOWN_FAILURE_REASONS:
         shown.add(kind)
-        log.warning("a teacher request failed: %s (failed.jsonl lists every failed input with its reason)", reason)
+        log.warning("a teacher request failed: %s; failed.jsonl lists every failed input with its reason", reason)
 
 
 class _Rejected(Exception):
