@@ -2,7 +2,8 @@
 
 It answers POST .../chat/completions (any prefix, so Azure's /openai/deployments/NAME/... works too)
 with a deterministic answer derived from the prompt (streamed when asked), and can be told to be slow, to answer 429 with
-Retry-After, 500, a malformed body, or to drop the connection. It counts every attempt and every
+Retry-After, 500, a malformed body, HTTP 200 with an error body instead of a completion, or to drop the
+connection. It counts every attempt and every
 answer per prompt, so tests can assert "answered at most C prompts twice".
 
 In a test:      with OpenAIServer(ServerConfig(latency=0.05)) as server: ... server.url ... server.stats()
@@ -54,6 +55,9 @@ class ServerConfig:
     rate_drop: float = 0.0               # the connection is closed without an answer
     rate_truncate: float = 0.0           # half an answer is sent, then the connection is closed
     rate_slow: float = 0.0               # answered after `slow_latency` instead of `latency`
+    rate_error_200: float = 0.0          # 200 with {"error": {"message": error_200_message}} instead of a completion
+    error_200_message: str = "model overloaded"
+    error_200_code: int | str | None = None  # the body's error code, when the server gives one
     slow_latency: float = 5.0
     fault_attempts: int = 1              # faults hit only attempts < this (so retries succeed)
     retry_after: float | None = 1.0      # Retry-After seconds sent with 429 (None: no header)
@@ -111,7 +115,8 @@ def _fault(config: ServerConfig, prompt: str, attempt: int, answers: int) -> str
         return None
     x = _unit(prompt, attempt)
     for kind, rate in (("429", config.rate_429), ("500", config.rate_500), ("malformed", config.rate_malformed),
-                       ("drop", config.rate_drop), ("truncate", config.rate_truncate), ("slow", config.rate_slow)):
+                       ("drop", config.rate_drop), ("truncate", config.rate_truncate), ("slow", config.rate_slow),
+                       ("error_200", config.rate_error_200)):
         if x < rate:
             return kind
         x -= rate
@@ -173,6 +178,11 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
             if fault == "500":
                 return web.json_response({"error": {"message": f"internal error{detail}", "type": "server_error"}},
                                          status=500)
+            if fault == "error_200":  # what some gateways send when the model fails after accepting the request
+                error: dict[str, Any] = {"message": config.error_200_message}
+                if config.error_200_code is not None:
+                    error["code"] = config.error_200_code
+                return web.json_response({"error": error})
             if fault == "malformed":
                 return web.Response(text='{"id": "chatcmpl-x", "choices": [', content_type="application/json")
             if fault == "drop":

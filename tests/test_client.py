@@ -1,5 +1,6 @@
 """The Python API: submit a job that runs in a background process, poll it, stream it, cancel it."""
 
+import os
 import time
 
 import pytest
@@ -29,10 +30,9 @@ def make_job(tmp_path, tiny_models, name, n_train=6, **extra) -> DistillationJob
 
 def test_create_or_update_returns_at_once_and_the_job_completes(tmp_path, tiny_models):
     client = Client(workspace=tmp_path / "ws")
-    started = time.monotonic()
     record = client.jobs.create_or_update(make_job(tmp_path, tiny_models, "api-job"))
-    assert time.monotonic() - started < 15  # validation and spawn only
-    assert record.status in ("queued", "running")
+    # At once: validated, then handed to a process of its own (the record is read before that one ends).
+    assert record.status in ("queued", "running") and record.pid not in (None, os.getpid())
     seen = [r.status for r in client.jobs.stream("api-job", poll_seconds=0.5, timeout=300)]
     assert seen[-1] == "completed", client.jobs.get("api-job").error
     assert client.jobs.get("api-job").status == "completed"

@@ -116,9 +116,10 @@ def test_evaluate_model_on_an_endpoint_via_the_cli(endpoint, tmp_path):
     assert metrics["ttft_mean_s"] >= FIRST_TOKEN_DELAY and metrics["latency_mean_s"] > metrics["ttft_mean_s"]
     assert metrics["output_tokens"] == 3 * 5  # 'I am fine, thanks N.' in the server's usage
     assert metrics["api_key_env"] == "EVAL_TEST_KEY"
-    for path in workspace.rglob("*"):  # the key itself is written nowhere
-        if path.is_file():
-            assert SECRET not in path.read_text(errors="ignore"), path
+    files = [path for path in workspace.rglob("*") if path.is_file()]
+    assert folder / "metrics.json" in files
+    for path in files:  # the key itself is written nowhere
+        assert SECRET not in path.read_text(errors="ignore"), path
 
 
 def test_missing_api_key_variable_is_a_clear_error(endpoint, tmp_path):

@@ -35,6 +35,9 @@ def _script_specs() -> list[Path]:
 
 
 def test_every_file_the_documents_name_exists():
+    for folder in ("docs", "scripts", "bench"):  # each glob above found its documents
+        assert any(d.parent == REPO / folder for d in DOCUMENTS), f"no documents found in {folder}/"
+    assert _named_paths(), "the documents name no files: the pattern no longer matches how they name them"
     missing = [f"{doc}: {path}" for doc, path in _named_paths() if not (REPO / path).exists()]
     assert not missing, f"named but missing: {missing}"
 
@@ -57,5 +60,7 @@ def test_every_spec_a_script_runs_loads_and_passes_prepare(spec_path: Path):
 def test_every_example_spec_loads():
     from distilflow.jobspec import load_spec
 
-    for path in sorted((REPO / "examples").glob("*.yaml")):
+    examples = sorted((REPO / "examples").glob("*.yaml"))
+    assert examples, "examples/ holds no job spec"
+    for path in examples:
         load_spec(path)

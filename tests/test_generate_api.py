@@ -55,9 +55,10 @@ def generate_metrics(workspace: Path) -> dict:
 
 
 def assert_key_nowhere(workspace: Path) -> None:
-    for path in workspace.rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), f"the API key was written to {path}"
+    files = [path for path in workspace.rglob("*") if path.is_file()]
+    assert files, f"nothing was written under {workspace}"
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), f"the API key was written to {path}"
 
 
 def assert_rows_are_the_servers_answers(rows: list[dict], expected_ids: set[str]) -> None:

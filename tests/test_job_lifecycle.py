@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_cli, start_cli, write_job
+from distilflow.jobs.store import JobStore
 
 NAME = "no-test-set"
 
@@ -96,7 +97,10 @@ def test_kill_9_during_evaluation_leaves_no_worker_alive(trained_job, tiny_model
             assert job.poll() is None and time.monotonic() < deadline, "no evaluation worker started"
             workers = _children(job.pid, "distilflow.evaluate.worker")
             time.sleep(0.05)
-        time.sleep(1.0)  # into its work
+        store = JobStore(copy / "distilflow.db")
+        while store.get(NAME).stage("evaluate").done < 1:  # into its work: answers are coming
+            assert job.poll() is None and time.monotonic() < deadline, "the evaluation worker answered nothing"
+            time.sleep(0.05)
         os.kill(job.pid, signal.SIGKILL)
         job.wait(10)
         assert _wait_until_gone(workers[0], 15), "the evaluation worker outlived its job by 15 s"

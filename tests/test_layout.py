@@ -17,7 +17,9 @@ MAX_FUNCTION_LINES = 60
 
 
 def _modules() -> list[Path]:
-    return sorted((SRC / "distilflow").rglob("*.py"))
+    modules = sorted((SRC / "distilflow").rglob("*.py"))
+    assert modules, f"no modules found under {SRC / 'distilflow'}"
+    return modules
 
 
 def test_modules_are_short():

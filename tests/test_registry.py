@@ -3,8 +3,8 @@ job statuses. No model is loaded here: the end-to-end run is tests/test_azure_sc
 
 from __future__ import annotations
 
-import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +12,7 @@ from distilflow import Client
 from distilflow.catalog import WorkspaceConfig
 from distilflow.compare import wanted_keys
 from distilflow.errors import DistilflowError, SpecError
+from distilflow.jobs import registry
 from distilflow.jobs.registry import find_model, output_model_names, register_outputs
 from distilflow.jobs.store import JobStatus, JobStore
 from distilflow.results import EvaluationResults
@@ -55,20 +56,39 @@ def test_a_completed_job_registers_its_students_and_a_rerun_takes_the_names(tmp_
     assert {m.job for m in client.models.list()} == {"second"} and client.jobs.get("first").models == []
 
 
-def test_evaluating_a_name_a_running_job_will_register_waits_for_it(tmp_path):
+class JobMovesOn:
+    """The registry's poll wait (`time.sleep`), made the moment a job changes: the n-th wait runs the n-th step. A
+    finder that did not wait would return before any step ran; one that did not read the job again would wait on."""
+
+    def __init__(self, *steps) -> None:
+        self.steps = list(steps)
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        assert self.steps, "find_model kept waiting after the job had ended"
+        self.steps.pop(0)()
+
+    def as_time_module(self) -> SimpleNamespace:
+        """The `time` module with this sleep, for the registry alone (everything else waits as usual)."""
+        return SimpleNamespace(**{**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")},
+                                  "sleep": self.sleep})
+
+
+def test_evaluating_a_name_a_running_job_will_register_waits_for_it(tmp_path, monkeypatch):
     workspace = Workspace(tmp_path / "ws")
     job = spec("pending", output_model_name="bot-v2")
     store = recorded(workspace, job)  # queued: submitted, not finished
 
     def finish() -> None:
-        time.sleep(1.5)
         register_outputs(store, job, workspace.job("pending"))
         store.set_job_status("pending", "completed")
 
-    threading.Thread(target=finish).start()
-    started = time.monotonic()
+    clock = JobMovesOn(lambda: None, finish)  # still queued after the first wait; completed after the second
+    monkeypatch.setattr(registry, "time", clock.as_time_module())
     found = find_model(store, "bot-v2")
-    assert found is not None and found.job == "pending" and time.monotonic() - started >= 1.5
+    assert found is not None and found.job == "pending"
+    assert clock.waits == [registry.POLL_SECONDS] * 2 and not clock.steps  # it waited until the job completed
     target, task = Client(workspace=workspace.root).models._target("bot-v2", None, None)
     assert target == {"model": str(workspace.job("pending").student_final), "label": "bot-v2"} and task == "nli"
 
@@ -79,9 +99,11 @@ def test_evaluating_a_name_a_running_job_will_register_waits_for_it(tmp_path):
         find_model(store, "bot-v3")  # not waited for: it ended; and no older model stands in for it
     store.upsert_job("failing", "nli", failing.public_dict(), {"generate": "changed"})
     store.set_job_status("failing", "queued")
-    threading.Timer(0.5, lambda: store.set_job_status("failing", "failed", error="no quota")).start()
+    clock = JobMovesOn(lambda: store.set_job_status("failing", "failed", error="no quota"))
+    monkeypatch.setattr(registry, "time", clock.as_time_module())
     with pytest.raises(DistilflowError, match="'bot-v3' was not registered: job 'failing' failed \\(no quota\\)"):
         find_model(store, "bot-v3")
+    assert clock.waits == [registry.POLL_SECONDS]
 
 
 def test_evaluate_takes_registered_then_catalog_names_then_paths(tmp_path):

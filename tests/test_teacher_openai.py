@@ -16,6 +16,7 @@ from distilflow.teachers import GenerationParams, TeacherAnswer, TeacherFailure,
 from distilflow.teachers import limits
 from distilflow.teachers.openai_api import TeacherEndpointError
 from openai_server import OpenAIServer, ServerConfig, answer_for, prompt_of
+from virtual_clock import VirtualClock
 
 KEY = "sk-test-SECRET-4242-do-not-leak"
 
@@ -131,43 +132,64 @@ def test_missing_key_variable_is_a_spec_error(monkeypatch):
             collect(make_teacher(server), make_requests(1))
 
 
+def wait_for(condition, what: str, timeout: float = 30) -> None:
+    """Poll until `condition()` holds; the deadline is generous (a busy machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_slot_is_held_until_the_consumer_asks_for_the_next_result():
     """The resume invariant: an answer not yet committed by the consumer keeps its concurrency slot."""
     with OpenAIServer(ServerConfig(latency=0.01)) as server:
         teacher = make_teacher(server, max_concurrency=4)
         results = teacher.generate(make_requests(30), GenerationParams(max_tokens=8))
         first = next(results)  # the consumer now "commits" slowly
-        time.sleep(0.6)
+        wait_for(lambda: server.stats()["answers"] >= 4, "the first 4 requests were not answered")
+        # The 4 answers are back; were slots freed on arrival, more requests would follow at once (at 10 ms per
+        # answer, ~30 in this window). A correct teacher sends none, however long this takes.
+        time.sleep(0.3)
         held = server.stats()["requests"]
         rest = list(results)
         total = server.stats()["requests"]
     assert isinstance(first, TeacherAnswer)
-    # In 0.6 s at 10 ms per answer ~60 requests could have been sent if slots were freed on arrival;
-    # with slots held until the consumer comes back, only the first max_concurrency ones are.
-    assert held == 4
+    assert held == 4  # max_concurrency: one slot per answer the consumer has not taken yet
     assert len(rest) == 29 and total == 30
 
 
 def test_requests_per_minute_paces_requests():
+    """On a virtual clock (no real waiting): the burst goes at once, then one request per 0.1 s, and the server
+    never sees more requests than the pacing has allowed by then."""
+    seen: list[tuple[float, int]] = []  # (the time a wait starts, requests the server had seen by then)
     with OpenAIServer() as server:
         teacher = make_teacher(server, max_concurrency=16, requests_per_minute=600)  # 10/s, burst of 10
-        started = time.monotonic()
+        teacher.clock = VirtualClock(on_sleep=lambda clock, _: seen.append((clock.now, server.stats()["requests"])))
         results = collect(teacher, make_requests(30))
-        elapsed = time.monotonic() - started
-    assert len(results) == 30
-    assert 1.8 <= elapsed < 6
+        asked = server.stats()["requests"]
+    assert len(results) == 30 and all(isinstance(r, TeacherAnswer) for r in results.values()) and asked == 30
+    assert teacher.clock.now == pytest.approx(2.0, abs=1e-6)  # 20 requests after the burst, at 10 per second
+    assert seen and seen[0][1] <= 10  # nothing beyond the burst before the first wait
+    assert all(requests <= 10 + math.floor(now * 10 + 1e-6) for now, requests in seen)
 
 
 def test_tokens_per_minute_paces_requests():
+    """On a virtual clock: each request is charged its estimated tokens up front (the unused part is given back
+    when the answer says what it really used); 3,000 tokens/min = 50/s, a burst of 50."""
+    params = GenerationParams(max_tokens=10)
+    requests = make_requests(10)
+    seen: list[int] = []
     with OpenAIServer() as server:
-        # Each request is charged ~11 prompt + 10 completion tokens up front (the unused part is given back
-        # when the answer says what it really used); 3,000 tokens/min = 50/s, a burst of 50.
         teacher = make_teacher(server, max_concurrency=16, tokens_per_minute=3000)
-        started = time.monotonic()
-        results = collect(teacher, make_requests(10), GenerationParams(max_tokens=10))
-        elapsed = time.monotonic() - started
-    assert len(results) == 10
-    assert elapsed >= 1.0  # unpaced, 10 answers take ~0.1 s here
+        teacher.clock = VirtualClock(on_sleep=lambda clock, _: seen.append(server.stats()["requests"]))
+        results = collect(teacher, requests, params)
+    assert len(results) == 10 and all(isinstance(r, TeacherAnswer) for r in results.values())
+    charged = [teacher.count_tokens(r.messages) + params.max_tokens for r in requests]
+    used = sum(r.prompt_tokens + r.completion_tokens for r in results.values())
+    rate, burst = 3000 / 60, 50
+    # The bucket refilled at least what was really used beyond the burst, at most what was charged beyond it.
+    assert (used - burst) / rate <= teacher.clock.now <= (sum(charged) - burst) / rate + 1e-6
+    assert used > burst and seen[0] <= burst // min(charged) + 1  # paced: the burst holds two or three requests
 
 
 def test_generation_options_reach_the_endpoint_and_samples_come_back():
@@ -234,8 +256,7 @@ def test_consumer_stopping_early_shuts_the_background_loop_down():
         before = threading.active_count()
         results = teacher.generate(make_requests(100), GenerationParams(max_tokens=8))
         taken = [next(results) for _ in range(5)]
-        results.close()
-        time.sleep(0.1)
+        results.close()  # returns once the background loop has ended: nothing is sent after this
         sent = server.stats()["requests"]
     assert len(taken) == 5 and sent <= 5 + 4
     assert threading.active_count() <= before

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from distilflow.errors import DistilflowError, JobCanceled
+from distilflow.errors import DistilflowError, JobCanceled, user_message
 from distilflow.jobspec import TASK_TYPES, evaluation_default
 
 if TYPE_CHECKING:
@@ -83,8 +83,8 @@ def _guard(debug: bool, action: Callable[[], Any]) -> Any:
     except Exception as error:  # noqa: BLE001 - a user error is one sentence; a bug is one line unless --debug
         if debug:
             typer.echo(scrub(traceback.format_exc()), err=True)
-        elif isinstance(error, DistilflowError):
-            typer.echo(scrub(f"error: {error}"), err=True)
+        elif (message := user_message(error)) is not None:  # ours, or a file-system error the user can fix
+            typer.echo(scrub(f"error: {message}"), err=True)
         else:
             first_line = (str(error).strip().splitlines() or [""])[0]
             typer.echo(scrub(f"error: internal error: {error.__class__.__name__}: {first_line} "

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distilflow.errors import DistilflowError, file_in_the_way
+
 if TYPE_CHECKING:
     from distilflow.jobspec import JobSpec
 
@@ -168,6 +170,17 @@ class JobPaths:
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+
+    def __post_init__(self) -> None:
+        # Checked here, before any command does work: a file where the workspace folder should be would otherwise
+        # surface later as an OS error in whatever first writes there.
+        in_the_way = file_in_the_way(Path(self.root))
+        if in_the_way is not None:
+            where = ("is a file, not a folder" if in_the_way == Path(self.root)
+                     else f"cannot be a folder: {in_the_way} is a file")
+            raise DistilflowError(
+                f"the workspace {self.root} {where}; choose a folder for jobs (--workspace, $DISTILFLOW_HOME or "
+                f"`workspace:` in distilflow.yaml) or move the file away")
 
     @classmethod
     def open(cls, workspace: str | Path | None = None) -> "Workspace":

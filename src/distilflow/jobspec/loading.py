@@ -7,7 +7,7 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -60,12 +60,46 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], so
             valid_list = f" (valid keys: {', '.join(valid)})" if valid and not close else ""
             problems.append(f"unknown key '{dotted}'{hint}{valid_list}")
         elif item["type"] == "missing":
-            problems.append(f"missing required key '{dotted}'")
+            choices = _literal_choices(model, loc)
+            fix = f"; add it, set to one of {choices}" if choices else ""
+            problems.append(f"missing required key '{dotted}'{fix}")
+        elif loc and _is_empty(item.get("input")):  # `key:` with nothing after it reads as null
+            problems.append(_no_value(item, model, loc, dotted))
+        elif item["type"] == "literal_error":
+            problems.append(f"'{dotted}' must be one of {item['ctx']['expected']}")
         else:
             # Never echo input values: a misplaced secret must not reach a terminal or log.
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"'{dotted}': {message}" if loc else message)
     return f"{source}: " + "; ".join(problems)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _field_of(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    owner = _model_at(model, loc)
+    return owner.model_fields.get(str(loc[-1])) if owner is not None else None
+
+
+def _literal_choices(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The allowed values of a field that takes one of a few, as pydantic words them ("'a', 'b' or 'c'")."""
+    field = _field_of(model, loc)
+    if field is None or get_origin(field.annotation) is not Literal:
+        return None
+    quoted = [repr(value) for value in get_args(field.annotation)]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+
+def _no_value(item: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...], dotted: str) -> str:
+    """A key written with no value: say so (not "Input should be ..."), and what to write."""
+    choices = item.get("ctx", {}).get("expected") if item["type"] == "literal_error" else None
+    fix = f"set it to one of {choices}" if choices else "give it a value"
+    field = _field_of(model, loc)
+    if field is None or field.is_required():
+        return f"required key '{dotted}' has no value; {fix}"
+    return f"key '{dotted}' has no value; {fix}, or remove the key to use the default"
 
 
 def resolve_relative(value: str | None, base: Path) -> str | None:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distilflow.errors import DistilflowError
+from distilflow.errors import DistilflowError, permission_message, unreadable_part
 from distilflow.fingerprint import stat_digest
 from distilflow.io import atomic_folder
 from distilflow.models.prompts import CHATML_TEMPLATE
@@ -60,9 +60,20 @@ def pick_dtype(requested: str, device: str):
 def local_model_dir(ref: str) -> str:
     """A directory (or hub id) that `from_pretrained` can load; `.gguf` files are converted once and cached."""
     ref = resolve_model_ref(ref)
+    check_readable(ref)
     if ref.endswith(".gguf"):
         return str(_converted_gguf(Path(ref)))
     return ref
+
+
+def check_readable(ref: str) -> None:
+    """A local model (file or folder) this user may not read is one sentence naming the file and the fix, said
+    before loading: transformers reports an unreadable weights file as "No such file or directory"."""
+    path = Path(ref)
+    blocked = unreadable_part(path)
+    if blocked is not None:  # a folder on the way is named as such; a file inside the model's folder as itself
+        raise DistilflowError(f"cannot load model {ref}: "
+                              f"{permission_message(path if blocked in (path, *path.parents) else blocked)}")
 
 
 def _converted_gguf(path: Path) -> Path:

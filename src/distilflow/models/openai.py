@@ -39,6 +39,22 @@ def error_detail(error: Any) -> str:
     return str(getattr(error, "message", "") or error)
 
 
+def body_error(body: Any) -> tuple[str, Any] | None:
+    """The server's own error in an HTTP 200 answer, as (message, code); None for an answer without one.
+
+    Some servers and gateways answer 200 with `{"error": {"message": ...}}` instead of a chat completion: OpenRouter
+    documents this for a failure that happens once the model has started (the request itself was accepted), and
+    proxies in front of a busy model do it for "model overloaded". Its text is what tells the user what went wrong.
+    """
+    if not isinstance(body, dict) or body.get("choices") or body.get("error") is None:
+        return None
+    error = body["error"]
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("type") or error.get("code") or "no message"
+        return str(message), error.get("code")
+    return str(error), None
+
+
 class OpenAIEndpoint:
     """One endpoint, described by the `openai` fields of a TeacherSpec (model, base_url, api_key_env, api_version,
     headers, timeout, max_retries, prices). `section` names those settings in messages: "teacher" for a job's

@@ -23,6 +23,20 @@ BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 300.0
 
 
+class Clock:
+    """The time source of pacing and retry waits. This one is the real clock; a test gives a virtual one (its
+    `sleep` advances its `monotonic` at once) to check what was waited without waiting."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+SYSTEM_CLOCK = Clock()
+
+
 class CircuitOpen(Exception):
     """`limit` requests in a row failed with no success between them: the endpoint is dead, not busy."""
 
@@ -61,15 +75,16 @@ class TokenBucket:
     and leaves it in debt); `adjust(delta)` corrects a charge once the real cost is known.
     """
 
-    def __init__(self, per_minute: float, burst_seconds: float = 1.0) -> None:
+    def __init__(self, per_minute: float, burst_seconds: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * burst_seconds)
         self.level = self.capacity
-        self._updated = time.monotonic()
+        self.clock = clock
+        self._updated = clock.monotonic()
         self._lock: asyncio.Lock | None = None  # created in the running loop
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.level = min(self.capacity, self.level + (now - self._updated) * self.rate)
         self._updated = now
 
@@ -83,7 +98,7 @@ class TokenBucket:
                 if self.level >= needed:
                     self.level -= amount
                     return
-                await asyncio.sleep((needed - self.level) / self.rate)
+                await self.clock.sleep((needed - self.level) / self.rate)
 
     def adjust(self, delta: float) -> None:
         """Give back (delta > 0) or take more (delta < 0) once a request's real cost is known."""

@@ -2,10 +2,11 @@
 
 Requests go through the official SDK's async client on a background event loop (async_bridge.py), at most
 `teacher.max_concurrency` at a time, paced by `requests_per_minute` / `tokens_per_minute`. The SDK's own
-retries are off (max_retries=0) so that we decide: 429, 5xx, timeouts, dropped connections and malformed
-bodies are retried with exponential backoff and jitter, honouring Retry-After, up to `teacher.max_retries`
-times; a request that still fails becomes a TeacherFailure with its reason. Errors no retry can fix
-(bad key, unknown model, no quota) stop the stage at once, and so does a dead endpoint: after
+retries are off (max_retries=0) so that we decide: 429, 5xx, timeouts, dropped connections, malformed
+bodies and HTTP 200 answers that carry the server's error instead of a completion ("model overloaded") are
+retried with exponential backoff and jitter, honouring Retry-After, up to `teacher.max_retries` times; a
+request that still fails becomes a TeacherFailure with its reason (the server's own words where it gave some).
+Errors no retry can fix (bad key, unknown model, no quota) stop the stage at once, and so does a dead endpoint: after
 `teacher.max_consecutive_failures` failed requests in a row with no answer between them (connection refused,
 DNS failure, the same 4xx for every input) the circuit breaker (limits.py) ends the stage with one sentence.
 
@@ -16,8 +17,8 @@ lives only in memory and is scrubbed from every message.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import math
 import socket
 from collections import Counter
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from distilflow.models import Message
-from distilflow.models.openai import EndpointError, OpenAIEndpoint, error_detail
+from distilflow.models.openai import EndpointError, OpenAIEndpoint, body_error, error_detail
 from distilflow.jobspec import TeacherSpec
 from distilflow.teachers.async_bridge import answer_concurrently
 from distilflow.teachers.base import (
@@ -37,10 +38,21 @@ from distilflow.teachers.base import (
     TeacherResult,
     TopLogprobs,
 )
-from distilflow.teachers.limits import CircuitBreaker, CircuitOpen, TokenBucket, backoff_delay, parse_retry_after
+from distilflow.teachers.limits import (
+    SYSTEM_CLOCK,
+    CircuitBreaker,
+    CircuitOpen,
+    Clock,
+    TokenBucket,
+    backoff_delay,
+    parse_retry_after,
+)
 from distilflow.teachers.routing import EndpointPool, Route
 from distilflow.teachers.token_estimate import estimate_prompt_tokens
 
+log = logging.getLogger(__name__)
+# Distinct reasons for a request that failed for good shown on the terminal per run (failed.jsonl has every one).
+SHOWN_FAILURE_REASONS = 3
 # The name callers know this error by; it is the shared endpoint's (one wording for teacher and evaluation).
 TeacherEndpointError = EndpointError
 
@@ -70,6 +82,7 @@ class OpenAITeacher(Teacher):
         self.endpoint = self.endpoints[0]  # its wording and key scrubbing serve every message
         self.counts: Counter[str] = Counter()
         self.pool: EndpointPool | None = None
+        self.clock: Clock = SYSTEM_CLOCK  # what pacing and retry waits wait on
 
     def identity(self) -> dict[str, Any]:
         return endpoint_identity(self.spec)
@@ -94,9 +107,10 @@ class OpenAITeacher(Teacher):
         spec = self.spec
         pool = self.pool = EndpointPool([Route(e.spec.base_url or "default", e) for e in self.endpoints],
                                         spec.max_concurrency)
-        rpm = TokenBucket(spec.requests_per_minute) if spec.requests_per_minute else None
-        tpm = TokenBucket(spec.tokens_per_minute) if spec.tokens_per_minute else None
+        rpm = TokenBucket(spec.requests_per_minute, clock=self.clock) if spec.requests_per_minute else None
+        tpm = TokenBucket(spec.tokens_per_minute, clock=self.clock) if spec.tokens_per_minute else None
         breaker = CircuitBreaker(spec.max_consecutive_failures)  # shared by every request in flight
+        shown: set[str] = set()
 
         async def start() -> None:
             for route in pool.routes:
@@ -112,6 +126,7 @@ class OpenAITeacher(Teacher):
             try:
                 result = await self._ask(pool, request, params, rpm, tpm, breaker)
                 if isinstance(result, TeacherFailure):
+                    _show_failure(result.reason, shown)
                     breaker.failure(result.reason)
                 else:
                     breaker.success()
@@ -170,7 +185,7 @@ class OpenAITeacher(Teacher):
                     return TeacherFailure(request.key, self.endpoint.scrub(
                         f"{error} (gave up after {attempt + 1} attempts)"))
                 self.counts["retries"] += 1
-                await asyncio.sleep(backoff_delay(attempt, error.retry_after))
+                await self.clock.sleep(backoff_delay(attempt, error.retry_after))
                 attempt += 1
                 continue
             except _Rejected as error:
@@ -231,6 +246,8 @@ class OpenAITeacher(Teacher):
             raise _Retryable("malformed", "the endpoint answered with a body that is not valid JSON") from None
         except openai.APIError as error:  # any other SDK error: worth another try, and reported if it persists
             raise _Retryable("api_errors", f"{error.__class__.__name__}: {error}") from None
+        if (said := body_error(response)) is not None:
+            self._raise_for_body_error(*said)
         try:
             return self._parse(response, params)
         except _Malformed as error:
@@ -250,6 +267,20 @@ class OpenAITeacher(Teacher):
         if status >= 500 or status in (408, 409):
             raise _Retryable("server_errors", f"server error ({status}): {detail}", retry_after)
         raise _Rejected(f"rejected by the endpoint ({status}): {detail}")
+
+    def _raise_for_body_error(self, message: str, code: Any) -> None:
+        """HTTP 200 with the server's error instead of a completion. Retried like a 5xx: the request was accepted
+        (a bad key, model or request gets its own status code), so what failed is the server's side of it (an
+        overloaded or crashed model), which a later try may not meet; a numeric 4xx code in the body is honoured."""
+        status = code if isinstance(code, int) and 400 <= code < 600 else None
+        if status is not None and (refusal := self.endpoint.refusal(status, None, message)) is not None:
+            raise refusal
+        text = f"the endpoint answered HTTP 200 with an error: {message}"
+        if status == 429:
+            raise _Retryable("rate_limited", text)
+        if status is not None and status < 500 and status not in (408, 409):
+            raise _Rejected(text)
+        raise _Retryable("server_errors", text)
 
     def _parse(self, response: Any, params: GenerationParams) -> tuple[list[tuple[str, str, TopLogprobs | None]], int, int]:
         """A chat.completion as decoded JSON -> (text, finish reason, top log-probs) per choice, and usage."""
@@ -280,6 +311,15 @@ class OpenAITeacher(Teacher):
         if not isinstance(usage, dict):
             usage = {}
         return got, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _show_failure(reason: str, shown: set[str]) -> None:
+    """Say on the terminal why requests fail (the server's own words), once per reason and for a few reasons only:
+    the stage's last message may only count the failures."""
+    kind = reason.split(" (gave up after")[0]
+    if kind not in shown and len(shown) < SHOWN_FAILURE_REASONS:
+        shown.add(kind)
+        log.warning("a teacher request failed: %s; failed.jsonl lists every failed input with its reason", reason)
 
 
 class _Rejected(Exception):
