@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from distilflow.dist import is_main_process
-from distilflow.errors import DistilflowError, JobCanceled
+from distilflow.errors import DistilflowError, JobCanceled, user_message
 from distilflow.io import remove_stale_staging, write_text_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.jobs.lock import JobLock
@@ -112,8 +112,7 @@ def _run_stages(context: StageContext, wanted: list[str], explicit: bool) -> Job
         store.set_job_status(spec.name, "canceled", error="canceled by the user")
         raise JobCanceled(f"job {spec.name!r} was canceled during stage {current}") from None
     except Exception as error:
-        message = str(error) if isinstance(error, DistilflowError) else \
-            f"internal error in stage {current}: {error.__class__.__name__}: {error}"
+        message = user_message(error) or f"internal error in stage {current}: {error.__class__.__name__}: {error}"
         store.finish_stage(spec.name, current, "failed", error=message)
         store.set_job_status(spec.name, "failed", error=message)
         raise
