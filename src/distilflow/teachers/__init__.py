@@ -25,7 +25,8 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def load_teacher(spec: TeacherSpec) -> Teacher:
+def load_teacher(spec: TeacherSpec, section: str = "teacher") -> Teacher:
+    """The backend of a teacher section; `section` names its settings in messages (`evaluation.judge` for a judge)."""
     target = BACKENDS.get(spec.backend)
     if spec.backend == "vllm":
         # An in-process vLLM engine is not built yet; vLLM's own OpenAI-compatible server does the same job.
@@ -34,7 +35,7 @@ def load_teacher(spec: TeacherSpec) -> Teacher:
     if target is None:
         raise SpecError(f"teacher.backend {spec.backend!r} is not available yet (available: {', '.join(BACKENDS)})")
     module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)(spec)
+    return getattr(importlib.import_module(module_name), class_name)(spec, section=section)
 
 
 __all__ = [
