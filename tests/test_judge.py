@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,30 @@ def test_a_judge_that_is_down_fails_the_stage_in_one_sentence_and_keeps_the_resu
     for label in ("teacher", "baseline", "distilled"):
         metrics = json.loads((job["root"] / "eval" / label / "metrics.json").read_text())
         assert metrics["evaluated"] is True and (job["root"] / "eval" / label / "predictions.jsonl").exists()
+
+
+def test_the_dry_run_prices_the_judge_requests_and_knows_the_ones_already_answered(job):
+    def dry_run(model: str) -> str:
+        data = yaml.safe_load(job["spec"].read_text())
+        data["evaluation"]["judge"] = {"model": model, "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                       "controls": 4, "price_per_million_input_tokens": 2.0,
+                                       "price_per_million_output_tokens": 8.0}
+        path = job["folder"] / "dry.yaml"
+        path.write_text(yaml.safe_dump(data))
+        result = run_cli("generate", str(path), "--dry-run", "--workspace", str(job["workspace"]))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    # Pairwise: 2 students x 12 inputs x 2 orders and 4 control inputs x (self, shuffled, cut) x 2 orders, each
+    # distinct request once (the two constant students give the same answers: their requests are the same).
+    before = dry_run("priced-judge")
+    found = re.search(r"judge requests: +(\d+) \((\d+) of them on 4 control inputs", before)
+    assert found and int(found.group(2)) <= 24
+    requests = int(found.group(1))
+    assert f"requests to send:  {requests}" in before and f"(max_tokens 64 x {requests})" in before
+    assert "cost:              ~$0.0" in before and "unknown" not in before.split("judge judge")[1]
+    with OpenAIServer(ServerConfig(reply=prefer_longer)) as server:
+        judged_run(job, server, "priced-judge")
+        assert server.stats()["answers"] == requests  # what the dry run said would be sent
+    after = dry_run("priced-judge")
+    assert f"already answered:  {requests}" in after and "requests to send:  0" in after

@@ -147,7 +147,13 @@ def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: Debug
             from distilflow.generate.estimate import dry_run_text
             from distilflow.workspace import Workspace
 
-            typer.echo(dry_run_text(_load_spec(spec, config), Workspace(find_workspace(workspace, config))))
+            from distilflow.evaluate.judge_estimate import judge_dry_run_text
+
+            job, where = _load_spec(spec, config), Workspace(find_workspace(workspace, config))
+            typer.echo(dry_run_text(job, where))
+            judged = judge_dry_run_text(job, where)  # the judge's requests are paid for too
+            if judged:
+                typer.echo(judged)
 
         _guard(debug, estimate)
         return

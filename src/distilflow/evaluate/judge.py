@@ -26,16 +26,17 @@ from distilflow.jobspec import JudgeSpec
 from distilflow.results import read_predictions
 from distilflow.teachers import TeacherAnswer, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
+from distilflow.workspace import JobPaths
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
 
 
-def model_answers(ctx: "StageContext", labels: Sequence[str]) -> dict[str, dict[str, str]]:
+def model_answers(paths: JobPaths, labels: Sequence[str]) -> dict[str, dict[str, str]]:
     """label -> test example id -> the model's answer, from its predictions.jsonl (failed answers left out)."""
     answers = {}
     for label in labels:
-        rows = read_predictions(ctx.paths.eval_predictions(label))
+        rows = read_predictions(paths.eval_predictions(label))
         if rows:
             answers[label] = {str(r["id"]): r.get("prediction") or "" for r in rows if r.get("error") is None}
     return answers
@@ -146,7 +147,7 @@ def run_judges(ctx: "StageContext", labels: Sequence[str]) -> dict[str, Any] | N
     if not judges:
         ctx.paths.judge_summary.unlink(missing_ok=True)
         return None
-    answers = model_answers(ctx, labels)
+    answers = model_answers(ctx.paths, labels)
     several = isinstance(ctx.spec.evaluation.judge, list)
     figures, categories = {}, {}
     for index, judge in enumerate(judges):
