@@ -85,8 +85,7 @@ def job(tiny_models, tmp_path_factory) -> dict:
                      evaluation={"max_tokens": 8, "warmup": 0, "batch_size": 4, "bootstrap_samples": 200,
                                  "throughput": False})
     workspace = folder / "runs"
-    result = run_cli("run", str(spec), "--workspace", str(workspace))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_job(load_spec(spec), Workspace(workspace)).status == "completed"
     root = workspace / "jobs" / "judged"
     answers = {label: {r["id"]: r["prediction"] for r in map(json.loads, (root / "eval" / label / "predictions.jsonl")
                                                              .read_text().splitlines())}
@@ -215,20 +214,25 @@ def test_a_judge_that_is_down_fails_the_stage_in_one_sentence_and_keeps_the_resu
 
 
 def test_the_dry_run_prices_the_judge_requests_and_knows_the_ones_already_answered(job):
-    def dry_run(model: str) -> str:
+    from distilflow.evaluate.judge_estimate import judge_dry_run_text
+
+    def dry_run(model: str, cli: bool = False) -> str:
         data = yaml.safe_load(job["spec"].read_text())
         data["evaluation"]["judge"] = {"model": model, "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
                                        "controls": 4, "price_per_million_input_tokens": 2.0,
                                        "price_per_million_output_tokens": 8.0}
         path = job["folder"] / "dry.yaml"
         path.write_text(yaml.safe_dump(data))
+        if not cli:
+            return judge_dry_run_text(load_spec(path), Workspace(job["workspace"]))
         result = run_cli("generate", str(path), "--dry-run", "--workspace", str(job["workspace"]))
         assert result.returncode == 0, result.stderr
+        assert "dry run: nothing was sent to the teacher" in result.stdout  # the teacher's block, then the judge's
         return result.stdout
 
     # Pairwise: 2 students x 12 inputs x 2 orders and 4 control inputs x (self, shuffled, cut) x 2 orders, each
     # distinct request once (the two constant students give the same answers: their requests are the same).
-    before = dry_run("priced-judge")
+    before = dry_run("priced-judge", cli=True)
     found = re.search(r"judge requests: +(\d+) \((\d+) of them on 4 control inputs", before)
     assert found and int(found.group(2)) <= 24
     requests = int(found.group(1))
@@ -239,3 +243,52 @@ def test_the_dry_run_prices_the_judge_requests_and_knows_the_ones_already_answer
         assert server.stats()["answers"] == requests  # what the dry run said would be sent
     after = dry_run("priced-judge")
     assert f"already answered:  {requests}" in after and "requests to send:  0" in after
+
+
+@pytest.mark.slow
+def test_a_real_llama_cpp_judge_is_asked_through_the_wire_contract_and_its_controls_are_reported(job):
+    """SmolLM2-135M-Instruct served by llama.cpp judges the job: every reply is a verdict, a score or counted apart,
+    and its controls say whether to believe it (a 135M model is expected not to pass them)."""
+    from llama_server import MODEL_ALIAS, llama_cpp_server
+
+    with llama_cpp_server(n_ctx=2048) as url:
+        data = yaml.safe_load(job["spec"].read_text())
+        data["evaluation"]["judge"] = {"model": MODEL_ALIAS, "backend": "openai", "base_url": url, "mode": "both",
+                                       "controls": 4, "max_tokens": 16, "max_concurrency": 2}
+        path = job["folder"] / "llama-judge.yaml"
+        path.write_text(yaml.safe_dump(data))
+        run_job(load_spec(path), Workspace(job["workspace"]), ["evaluate", "report"])
+    report = json.loads((job["root"] / "report.json").read_text())
+    judge = report["judge"]
+    rows = [json.loads(line) for line in (job["root"] / "eval" / "judge" / "judge" / "verdicts.jsonl")
+            .read_text().splitlines()]
+    assert rows and all(r["replies"] and all(isinstance(t, str) for t in r["replies"]) for r in rows)
+    assert all(r["readable"] == (r["verdict"] is not None or r["score"] is not None) for r in rows)
+    assert all(r["retried"] for r in rows if not r["readable"])  # an unreadable reply was asked twice
+    distilled = judge["models"]["distilled"]
+    assert distilled["n"] + distilled["unreadable"] == N_TEST
+    assert isinstance(judge["controls"]["reliable"], bool) and judge["controls"]["n"] == 4
+    if not judge["controls"]["reliable"]:
+        assert "is not reliable for this task" in (job["root"] / "report.md").read_text().split("## Summary")[0]
+
+
+def test_several_judges_are_each_reported_with_their_agreement(job):
+    with OpenAIServer(ServerConfig(reply=always_first)) as first, \
+            OpenAIServer(ServerConfig(reply=prefer_longer)) as longer:
+        data = yaml.safe_load(job["spec"].read_text())
+        data["evaluation"]["judge"] = [
+            {"name": "first", "model": "first-picker", "backend": "openai", "base_url": first.url, "controls": 4},
+            {"name": "longer", "model": "length-judge", "backend": "openai", "base_url": longer.url, "controls": 4}]
+        path = job["folder"] / "two-judges.yaml"
+        path.write_text(yaml.safe_dump(data))
+        run_job(load_spec(path), Workspace(job["workspace"]), ["evaluate", "report"])
+    report = json.loads((job["root"] / "report.json").read_text())
+    assert set(report["judge"]["judges"]) == {"first", "longer"} and report["judge"]["name"] == "first"
+    (pairwise,) = [a for a in report["judge"]["agreement"] if a["kind"] == "pairwise"]
+    # "first" ties all 24 pairs, "longer" ties a third of them: agreement no better than chance.
+    assert pairwise["judges"] == ["first", "longer"] and pairwise["n"] == 24 and pairwise["kappa"] == pytest.approx(0.0)
+    markdown = (job["root"] / "report.md").read_text()
+    assert "Agreement between the judges (Cohen's kappa)" in markdown
+    assert "Judged by first" in markdown and "Judged by longer" in markdown
+    for name in ("first", "longer"):
+        assert (job["root"] / "eval" / "judge" / name / "verdicts.jsonl").exists()

@@ -160,7 +160,9 @@ def run_judges(ctx: "StageContext", labels: Sequence[str]) -> dict[str, Any] | N
                              f"the judge") from None
         figures[judge.name], categories[judge.name] = found, judged_categories(items, labels)
     first = next(iter(figures.values()))
-    summary = {**first, "judges": figures, "agreement": judge_agreement(categories) if several else []}
+    # The first judge's figures at the top (each model's also under its own label), every judge's under `judges`.
+    summary = {**first, **first["models"], "judges": figures,
+               "agreement": judge_agreement(categories) if several else []}
     write_json_atomic(ctx.paths.judge_summary, summary)
     return summary
 
