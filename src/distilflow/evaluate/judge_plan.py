@@ -90,9 +90,10 @@ def plan_items(judge: JudgeSpec, task: Task, examples: Sequence[Example],
     rubric = judge.rubric or task.judge_rubric
     chosen = list(examples)[:judge.max_examples] if judge.max_examples else list(examples)
     inputs = {e.id: task_input_text(e.messages) for e in chosen}
-    reference = answers.get(REFERENCE) or next(iter(answers.values()), {})
+    teacher = answers.get(REFERENCE) or {}
+    reference = teacher or next(iter(answers.values()), {})  # what the controls corrupt: the teacher's answers
     items: list[JudgeItem] = []
-    if judge.mode in ("pairwise", "both"):
+    if judge.mode in ("pairwise", "both") and teacher:  # no teacher answers (not evaluated): nothing to compare
         for group in (g for g in STUDENTS if g in answers):
             items += [i for e in chosen if e.id in answers[group] and e.id in reference
                       for i in _pairwise(group, e.id, inputs[e.id], answers[group][e.id], reference[e.id], rubric)]
