@@ -300,6 +300,14 @@ class JudgeSpec(TeacherSpec):
     def _valid_name(cls, value: str | None) -> str | None:
         return check_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _served_when_it_has_a_url(cls, data: object) -> object:
+        # A judge is most often a model behind an endpoint: base_url or api_key_env without a backend means openai.
+        if isinstance(data, dict) and "backend" not in data and (data.get("base_url") or data.get("api_key_env")):
+            return {**data, "backend": "openai"}
+        return data
+
 
 EvaluationSpec.model_rebuild()
 
