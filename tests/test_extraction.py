@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_job, write_jsonl
+from conftest import write_job, write_jsonl
 from openai_server import OpenAIServer, ServerConfig
 
 from distilflow.errors import DataError, SpecError
 from distilflow.jobspec import load_spec, parse_spec
+from distilflow.pipeline.runner import run_job
 from distilflow.tasks import get_task, read_examples, task_for_spec
+from distilflow.workspace import Workspace
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "amount": {"type": "number"},
                                            "currency": {"type": "string", "enum": ["EUR", "GBP", "USD"]}},
@@ -109,8 +110,7 @@ def test_a_job_rejects_the_invalid_teacher_answers_with_their_reason_and_scores_
                          generation={"max_tokens": 32},
                          evaluation={"max_tokens": 16, "warmup": 0, "throughput": False, "bootstrap_samples": 200,
                                      "models": ["teacher", "distilled"]})
-        result = run_cli("run", str(spec), "--workspace", str(tmp_path / "runs"))
-    assert result.returncode == 0, result.stderr[-3000:]
+        assert run_job(load_spec(spec), Workspace(tmp_path / "runs")).status == "completed"
     root = tmp_path / "runs" / "jobs" / "extract"
     rejected = [json.loads(line) for line in (root / "synthetic" / "rejected.jsonl").read_text().splitlines()]
     assert sorted(r["reason"] for r in rejected) == ["not_json"] * 3 + ["schema_mismatch"] * 3  # of 12 inputs
