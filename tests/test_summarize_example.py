@@ -16,7 +16,7 @@ from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "scitldr_a_sample.jsonl"
-HELD_OUT = slice(220, 232)  # lines 221-232 of the shared sample: the example's data stops at line 220
+HELD_OUT = slice(220, 228)  # lines 221-228 of the shared sample: the example's data stops at line 220
 
 
 @pytest.mark.slow
@@ -29,11 +29,11 @@ def test_the_summarization_example_warns_at_the_top_that_its_student_degenerates
     data = REPO / "examples"
     spec.update(training_data=str(data / spec["training_data"]), validation_data=str(data / spec["validation_data"]),
                 test_data=str(tmp_path / "held_out.jsonl"))
-    spec["generation"]["max_examples"] = 16
-    spec["evaluation"].update(max_examples=12, throughput=False, warmup=0)
+    spec["generation"]["max_examples"] = 8  # 8 training and 8 validation abstracts: 2 steps leave it broken
+    spec["evaluation"].update(max_examples=8, throughput=False, warmup=0, models=["teacher", "distilled"])
     path = tmp_path / "summarize.yaml"
     path.write_text(yaml.safe_dump(spec))
-    result = run_cli("run", str(path), "--workspace", str(tmp_path / "runs"), timeout=1500)
+    result = run_cli("run", str(path), "--workspace", str(tmp_path / "runs"), timeout=3000)
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "runs" / "jobs" / spec["name"]
     top = (root / "report.md").read_text().split("## Summary")[0]
