@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class ServerConfig:
     force_status: int | None = None      # every request gets this error status (401, 404, ...)
     force_status_after: int = 0          # ... once this many requests were let through (a server that goes bad mid-run)
     ignore_n: bool = False               # answer one choice whatever `n` asks (like some local servers)
+    # A function of the request's messages that gives the answer text (a scripted judge, a teacher that answers
+    # by rule); None: the answers above.
+    reply: Callable[[list[dict[str, Any]]], str] | None = None
 
 
 class _State:
@@ -197,7 +201,7 @@ def build_app(config: ServerConfig, state: _State) -> web.Application:
                 request.transport.close()
                 raise ConnectionResetError("cut on purpose")
             n = 1 if config.ignore_n else int(body.get("n") or 1)
-            texts = _seeded_texts(config, prompt, n, body.get("seed"))
+            texts = [config.reply(messages)] * n if config.reply else _seeded_texts(config, prompt, n, body.get("seed"))
             k = int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0
             choices = [{"index": i, "finish_reason": "stop", "logprobs": _logprobs(t, k) if k else None,
                         "message": {"role": "assistant", "content": t}} for i, t in enumerate(texts)]

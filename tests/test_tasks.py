@@ -88,10 +88,13 @@ def test_the_spec_accepts_rank_and_labels_exactly_for_the_tasks_that_take_them(t
     from distilflow.jobspec import parse_spec
     from distilflow.tasks import TASKS, task_for_spec
 
+    own_keys = {"extraction": {"schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}
+
     def parsed(task_type: str, **extra):
         try:
             return parse_spec({"task_type": task_type, "teacher": {"model": "t", "backend": "hf"},
-                               "student": {"model": "s"}, "training_data": "x.jsonl", **extra}, "job.yaml", tmp_path)
+                               "student": {"model": "s"}, "training_data": "x.jsonl", **own_keys.get(task_type, {}),
+                               **extra}, "job.yaml", tmp_path)
         except SpecError:
             return None
 
@@ -99,7 +102,7 @@ def test_the_spec_accepts_rank_and_labels_exactly_for_the_tasks_that_take_them(t
         ranked = parsed(name, evaluation={"answer_mode": "rank"})
         assert (ranked is not None) == ("rank" in cls.answer_modes), name
         try:
-            cls().with_labels(["a", "b"])
+            task_for_spec(parsed(name)).with_labels(["a", "b"])
             takes_labels = True
         except SpecError:
             takes_labels = False

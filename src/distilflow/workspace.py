@@ -121,6 +121,15 @@ class JobPaths:
         return self.eval / "agreement.json"
 
     @property
+    def judge_summary(self) -> Path:
+        """Every judge's figures (evaluation.judge), the examples with their reasons, the judges' agreement."""
+        return self.eval / "judge.json"
+
+    def judge_verdicts(self, name: str) -> Path:
+        """One judge's requests, replies, verdicts or scores and reasons, one per line."""
+        return self.eval / "judge" / name / "verdicts.jsonl"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -55,10 +55,15 @@ def generate(spec: SpecArgument, workspace: WorkspaceOption = None, debug: Debug
     if dry_run:
         def estimate() -> None:
             from distilflow.catalog import find_workspace
+            from distilflow.evaluate.judge_estimate import judge_dry_run_text
             from distilflow.generate.estimate import dry_run_text
             from distilflow.workspace import Workspace
 
-            typer.echo(dry_run_text(load_spec_file(spec, config), Workspace(find_workspace(workspace, config))))
+            job, where = load_spec_file(spec, config), Workspace(find_workspace(workspace, config))
+            typer.echo(dry_run_text(job, where))
+            judged = judge_dry_run_text(job, where)  # the judge's requests are paid for too
+            if judged:
+                typer.echo(judged)
 
         guard(debug, estimate)
         return

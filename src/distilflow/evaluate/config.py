@@ -81,6 +81,7 @@ class WorkerConfig(ModelTarget):
     label: str
     task_type: str
     labels: list[str] = []  # a classification task's label set (answers are scored against it)
+    task_options: dict[str, Any] = {}  # the task's own spec keys (Task.spec_options: an extraction task's schema)
     examples: list[TestExample]
     settings: EvaluationSpec
     output_dir: str
@@ -109,15 +110,17 @@ class WorkerConfig(ModelTarget):
         """What the results depend on: the model (and its weights' revision), the inputs and the measuring
         settings; the report's settings (which models, how many examples shown) and the folder do not count."""
         parts = self.model_dump(mode="json", exclude={"fingerprint": True, "output_dir": True, "cache_path": True,
-                                                      "settings": {"models", "examples_in_report", "max_examples"}})
+                                                      "settings": {"models", "examples_in_report", "max_examples",
+                                                                   "judge"}})
         parts["settings"] = fingerprint_spelling("evaluation", parts["settings"])  # old runs' results stay reusable
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})
 
 
 def worker_config(label: str, target: ModelTarget, *, task_type: str, examples: list[Example],
                   settings: EvaluationSpec, output_dir: Path, cache_path: Path | None = None,
-                  labels: list[str] | None = None) -> WorkerConfig:
+                  labels: list[str] | None = None, task_options: dict[str, Any] | None = None) -> WorkerConfig:
     return WorkerConfig(**dict(target), label=label, task_type=task_type, settings=settings, labels=labels or [],
+                        task_options=task_options or {},
                         output_dir=str(output_dir), cache_path=str(cache_path) if cache_path else None,
                         examples=[TestExample(id=e.id, messages=e.messages, reference=e.reference) for e in examples])
 

@@ -19,7 +19,7 @@ def save_result(config: WorkerConfig, predictions: list[Prediction], figures: di
 
     unknown = set(figures) - set(ModelResult.model_fields)
     assert not unknown, f"figures ModelResult does not define: {sorted(unknown)}"  # a misspelt figure
-    task = get_task(config.task_type, config.labels or None)
+    task = get_task(config.task_type, config.labels or None, config.task_options)
     rows = [p.to_json() for p in predictions]
     scores = score_with_intervals(task, rows, config.settings.bootstrap_samples, config.settings.bootstrap_seed)
     fields = {"label": config.label, "model": config.model, "kind": config.kind, "evaluated": True,

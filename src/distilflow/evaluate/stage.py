@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from distilflow.evaluate.config import ModelTarget, WorkerConfig, progress_steps, worker_config
+from distilflow.evaluate.judge import judge_headline, run_judges
 from distilflow.evaluate.recorded import evaluate_recorded
 from distilflow.evaluate.save import save_not_evaluated
 from distilflow.evaluate.worker import run_worker
@@ -80,6 +81,7 @@ def _not_measured(ctx: "StageContext") -> dict[str, Any]:
     for label in ctx.spec.evaluation.models:
         save_not_evaluated(ctx.paths.eval_model(label), label, None, NO_TEST_SET)
     ctx.paths.agreement.unlink(missing_ok=True)
+    ctx.paths.judge_summary.unlink(missing_ok=True)
     return {"measured": False, "reason": NO_TEST_SET}
 
 
@@ -95,7 +97,8 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
         for index, (label, target) in enumerate(targets.items()):
             config = worker_config(label, target, task_type=ctx.spec.task_type, examples=model_examples(ctx, label),
                                    settings=settings, output_dir=ctx.paths.eval_model(label),
-                                   cache_path=ctx.paths.teacher_cache, labels=list(ctx.task.labels)).with_fingerprint()
+                                   cache_path=ctx.paths.teacher_cache, labels=list(ctx.task.labels),
+                                   task_options=ctx.task.spec_options()).with_fingerprint()
             offset = index * steps_per_model
             previous = ModelResult.read(ctx.paths.eval_metrics(label))
             if previous is not None and previous.fingerprint == config.fingerprint:
@@ -109,7 +112,10 @@ def evaluate_stage(ctx: "StageContext") -> dict[str, Any]:
     for label, found in agreement.items():
         if label in results:
             results[label].agreement_with_teacher = found
-    return {label: result.headline() for label, result in results.items()}
+    headlines = {label: result.headline() for label, result in results.items()}
+    # The judge comes last: every model's results are on disk before it is asked (a judge that is down loses none).
+    judged = run_judges(ctx, [label for label, result in results.items() if result.evaluated])
+    return {**headlines, **({"judge": judge_headline(judged)} if judged else {})}
 
 
 def teacher_agreement(ctx: "StageContext") -> dict[str, Any]:

@@ -107,9 +107,12 @@ def build_synthetic(ctx: StageContext, answers_by_split: dict[str, list[RowAnswe
                             kept_shingles.append(words)
                 if reason:
                     reasons[reason] += 1
-                    rejected.append({**_rejected_row(example, split, index, text, reason), **answer.extra})
+                    detail = task.rejection_detail(text, reason)  # what exactly is wrong, where the task can say
+                    rejected.append({**_rejected_row(example, split, index, text, reason),
+                                     **({"detail": detail} if detail else {}), **answer.extra})
                 elif index in usable:
-                    rows.append({**_synthetic_row(example, answer.key, index, text), **answer.extra})
+                    rows.append({**_synthetic_row(example, answer.key, index, task.training_answer(text)),
+                                 **answer.extra})
                     if "teacher" in answer.extra:
                         kept_by_teacher[answer.extra["teacher"]] += 1
         write_jsonl_atomic(ctx.paths.synthetic_split(split), rows)

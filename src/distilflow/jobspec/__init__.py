@@ -7,13 +7,13 @@ from distilflow.jobspec.loading import (describe_validation_error, dump_spec, lo
 from distilflow.jobspec.names import (DTYPES, JOB_NAME_PATTERN, LR_SCHEDULERS, MODEL_LABELS, TASK_TYPES, TRAINING_METHODS,
                                    AnswerMode, Device, Dtype, ModelLabel, PromptFormat, TaskType, check_name)
 from distilflow.jobspec.sections import (AttentionSpec, EnvRef, EvaluationSpec, GenerationSpec, HiddenStatesSpec,
-                                      Hyperparameters, LoraSpec, PruneRule, RouteRule, StudentSpec, TeacherSpec,
+                                      Hyperparameters, JudgeSpec, LoraSpec, PruneRule, RouteRule, StudentSpec, TeacherSpec,
                                       TeamTeacherSpec, TrainingSpec, evaluation_default)
 from distilflow.jobspec.tune import TUNABLE, TuneRange, TuneSpec, default_space
 
 __all__ = ["DTYPES", "FINGERPRINT_SPELLINGS", "JOB_NAME_PATTERN", "LR_SCHEDULERS", "MODEL_LABELS", "TASK_TYPES",
            "TRAINING_METHODS", "AnswerMode", "AttentionSpec", "HiddenStatesSpec", "Device", "Dtype", "EnvRef",
-           "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "LoraSpec", "ModelLabel", "PromptFormat",
+           "EvaluationSpec", "GenerationSpec", "Hyperparameters", "JobSpec", "JudgeSpec", "LoraSpec", "ModelLabel", "PromptFormat",
            "PruneRule", "RouteRule", "TUNABLE", "TeamTeacherSpec", "TuneRange", "TuneSpec", "default_space",
            "StudentSpec", "TaskType", "TeacherSpec", "TrainingSpec", "check_name", "describe_validation_error",
            "dump_spec", "evaluation_default", "fingerprint_spelling", "load_spec", "parse_spec", "resolve_model_ref",

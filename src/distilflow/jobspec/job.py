@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from distilflow.jobspec.names import TaskType, check_name
 from distilflow.jobspec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
@@ -23,6 +23,9 @@ def fingerprint_spelling(section: str, values: dict[str, Any]) -> dict[str, Any]
 
 
 class JobSpec(_Section):
+    # `schema:` is read into `json_schema` (pydantic's BaseModel has a `schema` of its own).
+    model_config = ConfigDict(**_Section.model_config, populate_by_name=True)
+
     name: str | None = None
     task_type: TaskType
     # One teacher (`teacher:`) or several (`teachers:`, combined by generation.combine). With several, `teacher`
@@ -34,6 +37,8 @@ class JobSpec(_Section):
     validation_data: str | None = None
     test_data: str | None = None
     labels: list[str] | None = Field(None, description="classification: the label set (default: the training labels)")
+    json_schema: dict[str, Any] | str | None = Field(
+        None, alias="schema", description="extraction: the JSON schema of an answer, inline or a .json/.yaml file")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -98,6 +103,19 @@ class JobSpec(_Section):
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
         if self.labels is not None and self.task_type != "classification":
             raise ValueError("labels are the label set of task_type classification")
+        if (self.json_schema is not None) != (self.task_type == "extraction"):
+            raise ValueError("task_type extraction needs `schema:` (the JSON schema of an answer, inline or a file), "
+                             "and only it takes one")
+        return self
+
+    @model_validator(mode="after")
+    def _judges_fit(self) -> "JobSpec":
+        for index, judge in enumerate(self.evaluation.judges()):
+            where = "evaluation.judge" + (f"[{index}]" if isinstance(self.evaluation.judge, list) else "")
+            self._check_backend(judge, where)
+            if judge.mode != "rubric" and "teacher" not in self.evaluation.models:
+                raise ValueError(f"{where}.mode {judge.mode} compares each student with the teacher's answers: keep "
+                                 f"teacher in evaluation.models, or use mode: rubric")
         return self
 
     # ----- derived values -------------------------------------------------------------------
@@ -132,7 +150,8 @@ class JobSpec(_Section):
     def public_dict(self) -> dict[str, Any]:
         """The resolved spec as stored in the workspace (it holds no secrets by construction)."""
         # With `teachers:`, `teacher` is their first: stored once, as given.
-        return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None)
+        return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None,
+                               by_alias=True)
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling."""

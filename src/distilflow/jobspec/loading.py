@@ -132,9 +132,32 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
         updates["teacher"] = updates["teachers"][0]
     else:
         updates["teacher"] = _resolve_teacher(spec.teacher, base)
+    if isinstance(spec.json_schema, str):
+        updates["json_schema"] = read_schema_file(resolve_relative(spec.json_schema, base) or "")
+    if spec.evaluation.judge is not None:
+        judges = spec.evaluation.judge
+        resolved = [_resolve_teacher(j, base) for j in (judges if isinstance(judges, list) else [judges])]
+        updates["evaluation"] = spec.evaluation.model_copy(
+            update={"judge": resolved if isinstance(judges, list) else resolved[0]})
     spec = spec.model_copy(update=updates)
     spec.student = spec.student.model_copy(update={"model": resolve_model_ref(spec.student.model, base)})
     return spec
+
+
+def read_schema_file(path: str) -> dict[str, Any]:
+    """`schema: FILE` (JSON or YAML) read into the spec, so that the stored spec and every fingerprint hold the
+    schema itself: an edited file is a new schema."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # YAML reads JSON too
+    except FileNotFoundError:
+        raise SpecError(f"schema: {path}: file not found (give the JSON schema inline, or the path of a .json "
+                        f"file relative to the job spec)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"schema: {path}: cannot read it as JSON or YAML ({error.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"schema: {path}: a JSON schema is an object (a mapping of keys), not "
+                        f"{type(data).__name__}")
+    return data
 
 
 def parse_spec(data: Any, source: str, base: Path, default_name: str | None = None) -> JobSpec:

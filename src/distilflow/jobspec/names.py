@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
-TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization", "classification")
+TASK_TYPES = ("nli", "conversation", "qa", "math", "summarization", "classification", "extraction")
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
 TRAINING_METHODS = ("sft", "kd", "sparse_kd", "on_policy")
 MODEL_LABELS = ("teacher", "baseline", "distilled")  # the models a job evaluates, in report order

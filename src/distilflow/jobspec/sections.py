@@ -280,6 +280,8 @@ class EvaluationSpec(_Section):
                                                "tokens/s)")
     answer_mode: AnswerMode = Field("generate", description="rank: every model picks the best-scoring label")
     uncached_examples: int = Field(20, ge=0, description="test inputs timed again without the teacher's prefix cache")
+    # A model that judges the answers (generative tasks): one judge, or several (their agreement is reported).
+    judge: "JudgeSpec | list[JudgeSpec] | None" = Field(None, description="a judge of the answers (docs/evaluation.md)")
 
     @model_validator(mode="before")
     @classmethod
@@ -287,6 +289,52 @@ class EvaluationSpec(_Section):
         if isinstance(data, dict) and "batch_size" in data and "throughput_batch_size" in data:
             raise ValueError("give throughput_batch_size or its old spelling batch_size, not both")
         return data
+
+    def judges(self) -> list["JudgeSpec"]:
+        """Every judge, each with its name (given, else `judge`, or `judge-N` with several)."""
+        found = self.judge if isinstance(self.judge, list) else [self.judge] if self.judge is not None else []
+        named = [j if j.name else j.model_copy(update={"name": "judge" if len(found) == 1 else f"judge-{i + 1}"})
+                 for i, j in enumerate(found)]
+        return named
+
+    @field_validator("judge")
+    @classmethod
+    def _judges_have_names_of_their_own(cls, value: "JudgeSpec | list[JudgeSpec] | None") -> object:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one judge (or leave judge out)")
+            names = [j.name for j in value if j.name]
+            if len(set(names)) < len(names):
+                raise ValueError(f"every judge needs its own name (got {', '.join(names)})")
+        return value
+
+
+class JudgeSpec(TeacherSpec):
+    """evaluation.judge: a teacher section (any backend) that judges answers instead of giving them."""
+
+    name: str | None = Field(None, description="the judge's name in eval/judge/ and the report")
+    mode: Literal["pairwise", "rubric", "both"] = "pairwise"
+    rubric: str | None = Field(None, description="what makes an answer good (default: the task type's own)")
+    max_tokens: int = Field(64, ge=1, description="new tokens per judge reply")
+    temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature (0: greedy)")
+    controls: int = Field(8, ge=1, description="test inputs of the control set (self vs self, corrupted copies)")
+    max_examples: int | None = Field(None, ge=1, description="judge only the first N test inputs")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        return check_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _served_when_it_has_a_url(cls, data: object) -> object:
+        # A judge is most often a model behind an endpoint: base_url or api_key_env without a backend means openai.
+        if isinstance(data, dict) and "backend" not in data and (data.get("base_url") or data.get("api_key_env")):
+            return {**data, "backend": "openai"}
+        return data
+
+
+EvaluationSpec.model_rebuild()
 
 
 def evaluation_default(name: str) -> Any:

@@ -57,7 +57,9 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
     d: dict[str, Any] = spec.fingerprint_dict()  # renamed keys hashed by their old names: old jobs keep theirs
     teachers = d["teachers"] if spec.teachers else d["teacher"]  # one teacher: the fingerprint it always had
     generate = digest([d["task_type"], teachers, d["generation"], spec.teacher_temperature,
-                       data_hashes.get("train"), data_hashes.get("validation")])
+                       data_hashes.get("train"), data_hashes.get("validation"),
+                       # an extraction schema decides which teacher answers are kept (absent: the fingerprint it had)
+                       *([d["schema"]] if "schema" in d else [])])
     student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
     train = digest([generate, student, d["hyperparameters"], d["training"]])
     evaluate = digest([train, d["evaluation"], data_hashes.get("test")])

@@ -262,6 +262,9 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
     if tuning:  # distilflow tune ran: its trials and the chosen student's test score
         report["tuning"] = tuning
     report.update(task.report_sections(predictions))
+    judged = read_json(ctx.paths.judge_summary, default=None) if ctx.spec.evaluation.judge else None
+    if judged:  # the judge's figures; for a generative task they make the headline
+        report["judge"] = {**judged, "headline": task.free_text}
     if not ctx.examples("test"):
         report.update(not_measured=NOT_MEASURED, notes=[NOT_MEASURED])
     return report

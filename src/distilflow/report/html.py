@@ -6,8 +6,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from distilflow.report.checks import answer_checks_table, retention_table, warnings
-from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.report.checks import answer_checks_table, further_metrics_table, retention_table, warnings
+from distilflow.report.judged import headline_lines, judged_tables
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
 from distilflow.report.teams import agreement_table, team_note, teachers_table
 from distilflow.report.tuning import trials_table, tuning_facts
 
@@ -135,7 +136,7 @@ def _measured(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
         return [f'<h2>Quality, speed and memory</h2><p id="not-measured">{escape(report["not_measured"])}</p>',
                 *_plots(plots)]
     parts = [f'<p class="warning">{escape(w)}</p>' for w in warnings(report)]
-    summary = summary_lines(report)
+    summary = headline_lines(report)
     if summary:
         cards = "".join(f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>'
                         for k, v in summary)
@@ -145,9 +146,15 @@ def _measured(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
         parts.append(f"<h2>Compared with {escape(report['relative_to'])}</h2>" + _table(*relative, "relative"))
     parts.append("<h2>Quality</h2>" + _table(*quality_table(report), "quality"))
     for title, css_id, table in (("Retention on every metric", "retention", retention_table(report)),
+                                 ("More metrics", "more-metrics", further_metrics_table(report)),
                                  ("Answer checks (share of answers)", "answer-checks", answer_checks_table(report))):
         if table:
             parts.append(f"<h2>{title}</h2>" + _table(*table, css_id))
+    judged = judged_tables(report)
+    if judged:
+        parts.append('<h2 id="judged">Judged</h2>' + "".join(
+            f"<h3>{escape(title)}</h3>" + _table(header, rows, f"judged-{i}", (0, 2, 4) if header[0] == "input" else ())
+            for i, (title, header, rows) in enumerate(judged)))
     parts.append("<h2>Speed and memory</h2>" + _table(*performance_table(report), "performance"))
     parts += _plots(plots)
     if report.get("examples"):

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.io import write_json_atomic, write_text_atomic
-from distilflow.report.checks import answer_checks_table, retention_table, warnings
+from distilflow.report.checks import answer_checks_table, further_metrics_table, retention_table, warnings
+from distilflow.report.judged import headline_lines, judged_tables
 from distilflow.report.data import build_report
-from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, summary_lines
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
 from distilflow.report.teams import team_note, teams_markdown
 from distilflow.report.tuning import tuning_markdown
 from distilflow.workspace import JobPaths
@@ -46,7 +47,7 @@ def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str
                 *(["## Plots", ""] + [f"![{name}]({path})" for name, path in plot_files.items()] + [""]
                   if plot_files else [])]
     lines: list[str] = [f"> **{_md_text(w)}**" for w in warnings(report)] + ([""] if warnings(report) else [])
-    summary = summary_lines(report)
+    summary = headline_lines(report)
     if summary:
         lines += ["## Summary", ""] + [f"- {k}: **{_md_text(v)}**" for k, v in summary] + [""]
     relative = relative_table(report)
@@ -54,9 +55,15 @@ def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str
         lines += [f"## Compared with {_md_text(report['relative_to'])}", "", *_md_table(*relative), ""]
     lines += ["## Quality", "", *_md_table(*quality_table(report)), ""]
     for title, table in (("Retention on every metric", retention_table(report)),
+                         ("More metrics", further_metrics_table(report)),
                          ("Answer checks (share of answers)", answer_checks_table(report))):
         if table:
             lines += [f"## {title}", "", *_md_table(*table), ""]
+    judged = judged_tables(report)
+    if judged:
+        lines += ["## Judged", ""]
+        for title, header, rows in judged:
+            lines += [f"### {_md_text(title)}", "", *_md_table(header, rows), ""]
     lines += ["## Speed and memory", "", *_md_table(*performance_table(report)), ""]
     if plot_files:
         lines += ["## Plots", ""] + [f"![{name}]({path})" for name, path in plot_files.items()] + [""]

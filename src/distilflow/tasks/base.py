@@ -65,6 +65,9 @@ class Task:
     answer_modes: ClassVar[tuple[str, ...]] = ("generate",)
     # The fixed set of answers (a classification task's labels); tasks of open answers have none.
     labels: tuple[str, ...] = ()
+    # What a judge is told makes an answer good (evaluation.judge.rubric replaces it).
+    judge_rubric: ClassVar[str] = ("The answer does what the task input asks: it is correct, complete, and clearly "
+                                   "and concisely written.")
 
     # ----- what the spec and the data settle --------------------------------------------------------------
     @classmethod
@@ -73,6 +76,18 @@ class Task:
         its own reads them here, so that prepare never needs to know them."""
         task = cls()
         return task.with_labels(spec.labels) if spec.labels else task
+
+    def spec_options(self) -> dict[str, Any]:
+        """The task's own spec keys besides its labels (extraction: its schema), as JSON: what a worker process
+        needs to build the same task again (`from_options`). None by default."""
+        return {}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "Task":
+        """The task `spec_options` describes (its labels are given apart, with `with_labels`)."""
+        if options:
+            raise SpecError(f"task type {cls.name} takes no options (got {', '.join(sorted(options))})")
+        return cls()
 
     def with_labels(self, labels: Sequence[str]) -> "Task":
         """A new task like this one with the given label set (this one is unchanged)."""
@@ -155,6 +170,16 @@ class Task:
         if verify and reference is not None and not self.agrees(answer, reference):
             return "disagrees_with_reference"
         return None
+
+    def rejection_detail(self, text: str, reason: str) -> str | None:
+        """More about why a teacher answer was rejected (which part of the answer is wrong), for rejected.jsonl;
+        None when the reason says it all."""
+        return None
+
+    def training_answer(self, text: str) -> str:
+        """The accepted teacher answer as the student learns it (the text itself, unless the task has a canonical
+        form of its answers)."""
+        return text
 
     def agrees(self, answer: str, reference: Any) -> bool:
         """Whether an extracted answer matches the reference (tasks without a checkable answer say True)."""

@@ -25,9 +25,10 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def load_teacher(spec: TeacherSpec) -> Teacher:
+def load_teacher(spec: TeacherSpec, section: str = "teacher") -> Teacher:
+    """The backend of a teacher section; `section` names its settings in messages (`evaluation.judge` for a judge)."""
     module_name, class_name = BACKENDS[spec.backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(spec)
+    return getattr(importlib.import_module(module_name), class_name)(spec, section=section)
 
 
 __all__ = [

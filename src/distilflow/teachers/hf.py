@@ -18,7 +18,7 @@ MIN_CACHED_PREFIX_TOKENS = 32
 
 
 class HFTeacher(Teacher):
-    def __init__(self, spec: TeacherSpec) -> None:
+    def __init__(self, spec: TeacherSpec, section: str = "teacher") -> None:
         self.spec = spec
         self._model = None
         self._tokenizer = None

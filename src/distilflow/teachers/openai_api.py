@@ -75,10 +75,10 @@ def endpoint_identity(spec: TeacherSpec) -> dict[str, Any]:
 
 
 class OpenAITeacher(Teacher):
-    def __init__(self, spec: TeacherSpec) -> None:
+    def __init__(self, spec: TeacherSpec, section: str = "teacher") -> None:
         self.spec = spec
         # One per teacher.base_url (a list: several replicas of one teacher); each checks its Azure settings now.
-        self.endpoints = [OpenAIEndpoint(one, section="teacher") for one in spec.endpoints()]
+        self.endpoints = [OpenAIEndpoint(one, section=section) for one in spec.endpoints()]
         self.endpoint = self.endpoints[0]  # its wording and key scrubbing serve every message
         self.counts: Counter[str] = Counter()
         self.pool: EndpointPool | None = None

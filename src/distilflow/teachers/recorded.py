@@ -36,11 +36,11 @@ from distilflow.teachers.base import (
 
 
 class RecordedTeacher(Teacher):
-    def __init__(self, spec: TeacherSpec) -> None:
+    def __init__(self, spec: TeacherSpec, section: str = "teacher") -> None:
         self.spec = spec
         self.path = Path(spec.path or spec.model)
         if not self.path.is_file():
-            raise SpecError(f"teacher.path {self.path}: recorded completions file not found")
+            raise SpecError(f"{section}.path {self.path}: recorded completions file not found")
         self._index: dict[str, list[_Recorded]] | None = None
 
     def identity(self) -> dict[str, Any]:
