@@ -113,6 +113,8 @@ class WorkerConfig(ModelTarget):
                                                       "settings": {"models", "examples_in_report", "max_examples",
                                                                    "judge"}})
         parts["settings"] = fingerprint_spelling("evaluation", parts["settings"])  # old runs' results stay reusable
+        if not parts["task_options"]:  # a task without options of its own: the fingerprint it always had
+            del parts["task_options"]
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})
 
 
