@@ -17,6 +17,7 @@ import yaml
 
 from conftest import run_cli, write_job
 from distilflow.jobspec import TeacherSpec
+from distilflow.jobspec.names import TASK_TYPES
 from distilflow.teachers import GenerationParams, TeacherAnswer, TeacherFailure, TeacherRequest, load_teacher
 from openai_server import OpenAIServer, ServerConfig
 from virtual_clock import VirtualClock
@@ -127,7 +128,8 @@ def test_a_job_spec_without_task_type_says_the_key_is_missing(tmp_path, written)
         data["task_type"] = None  # `task_type:` with nothing after it
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     message = the_error(run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws")))
-    choices = "'nli', 'conversation', 'qa', 'math', 'summarization' or 'classification'"
+    choices = ", ".join(repr(t) for t in TASK_TYPES[:-1]) + f" or {TASK_TYPES[-1]!r}"  # every type, the newest too
+    assert "'classification'" in choices and "'extraction'" in choices
     expected = {"absent": f"missing required key 'task_type'; add it, set to one of {choices}",
                 "empty": f"required key 'task_type' has no value; set it to one of {choices}"}[written]
     assert message == f"error: {spec}: {expected}"
