@@ -187,8 +187,9 @@ def side_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     clock = _Clock()
     job = Path(args.job)
-    on_policy = {"method": "on_policy", "on_policy_ratio": args.lmbda, "divergence": "jsd", "jsd_beta": args.beta,
-                 "student_temperature": 1.0, "student_max_tokens": args.max_tokens, "loss_chunk_size": args.chunk}
+    # The peer's setting: the fixed share lambda from the first step, samples at temperature 1.
+    on_policy = {"method": "on_policy", "on_policy_ratio": args.lmbda, "on_policy_warmup": 0.0,
+                 "divergence": "jsd", "jsd_beta": args.beta, "student_temperature": 1.0, "student_max_tokens": args.max_tokens, "loss_chunk_size": args.chunk}
     if args.side == "distilflow":
         run_distilflow(job, on_policy, clock)
     elif args.side == "peer":

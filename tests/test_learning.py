@@ -186,7 +186,7 @@ RESULTS: dict[str, tuple[float, float]] = {}
 @pytest.mark.parametrize("method, training", [
     ("sft", {"method": "sft"}),
     ("kd", {"method": "kd"}),
-    ("on_policy", {"method": "on_policy", "on_policy_ratio": 0.5, "divergence": "forward_kl",
+    ("on_policy", {"method": "on_policy", "divergence": "forward_kl",
                    "student_max_tokens": 6}),
     ("kd_hidden_states", {"method": "kd", "hidden_states": {"weight": 1.0, "layers": "auto"}}),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -205,3 +205,14 @@ def test_kd_ends_closer_to_the_teacher_than_sft(rule_job):
             agreement, kl, _ = distil(rule_job, training)
             RESULTS[method] = (agreement, kl)
     assert RESULTS["kd"][1] < 0.8 * RESULTS["sft"][1], RESULTS
+
+
+def test_on_policy_with_its_defaults_keeps_up_with_kd(rule_job):
+    """At equal steps on_policy, with its defaults (sampled share ramped up, temperature 0.5), agrees with the
+    teacher about as well as kd (bench/README.md: with sampling from step 1 at temperature 1 it trailed by 0.22)."""
+    for method, training in (("kd", {"method": "kd"}),
+                             ("on_policy", {"method": "on_policy", "divergence": "forward_kl", "student_max_tokens": 6})):
+        if method not in RESULTS:
+            agreement, kl, _ = distil(rule_job, training)
+            RESULTS[method] = (agreement, kl)
+    assert RESULTS["on_policy"][0] >= RESULTS["kd"][0] - 0.1, RESULTS

@@ -59,6 +59,13 @@ def test_share_of_rows_sampled_follows_the_ratio():
     assert rows_to_sample(2, 1.0, torch.tensor([3, 10]), 10) == [0]  # a prompt that fills the row: nothing to sample
 
 
+def test_sampled_share_rises_over_the_warmup_then_stays():
+    ramped = OnPolicySettings(ratio=0.5, temperature=0.5, max_tokens=4, max_length=64, warmup=0.5)
+    assert [ramped.ratio_at(step, 100) for step in (0, 25, 50, 99)] == [0.0, 0.25, 0.5, 0.5]
+    at_once = OnPolicySettings(ratio=0.5, temperature=0.5, max_tokens=4, max_length=64, warmup=0.0)
+    assert at_once.ratio_at(0, 100) == 0.5
+
+
 def test_student_samples_a_batch_with_its_kv_cache(tiny_models):
     from transformers import AutoModelForCausalLM
 
@@ -95,7 +102,8 @@ def _run(job: Path, workspace: Path, stages=("generate", "train")):
 
 def test_on_policy_job_with_a_local_teacher_logs_the_step_time_split(tmp_path, tiny_models):
     job = write_job(tmp_path / "job", tiny_models, name="onp", training={
-        "method": "on_policy", "on_policy_ratio": 0.5, "divergence": "jsd", "jsd_beta": 0.5, "student_max_tokens": 6,
+        "method": "on_policy", "on_policy_ratio": 0.5, "on_policy_warmup": 0.0, "divergence": "jsd", "jsd_beta": 0.5,
+        "student_max_tokens": 6,
         "logging_steps": 1, "max_steps": 3})
     train = _run(job, tmp_path / "w")
     metrics = train.metrics
@@ -153,7 +161,7 @@ def test_on_policy_with_a_served_teacher_scores_through_prompt_logprobs(tmp_path
     with HFCompletionsServer(str(tiny_models["teacher"]), accept_ids=accept_ids) as server:
         job = write_job(tmp_path / "job", tiny_models, name="served", teacher={
             "backend": "openai", "model": "tiny", "base_url": server.url, "max_concurrency": 4, "max_retries": 3},
-            training={"method": "on_policy", "on_policy_ratio": 0.5, "student_max_tokens": 6,
+            training={"method": "on_policy", "on_policy_ratio": 0.5, "on_policy_warmup": 0.0, "student_max_tokens": 6,
                       "teacher_top_logprobs": 4, "logging_steps": 1, "max_steps": 2})
         train = _run(job, tmp_path / "w")
         counts = dict(server.counts)

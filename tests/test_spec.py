@@ -186,3 +186,19 @@ def test_an_evaluation_result_keeps_its_fingerprint_under_the_new_name():
                                examples=examples, settings=spec.evaluation, output_dir=Path("/tmp/x"))
         found[spelling] = config.with_fingerprint().fingerprint
     assert found == {"batch_size": "67a27050d363cd21", "throughput_batch_size": "67a27050d363cd21"}
+
+
+def test_settings_added_or_redefaulted_since_keep_the_fingerprints_of_specs_that_do_not_set_them():
+    """on_policy_warmup is new and student_temperature's default changed (1.0 -> 0.5): a spec without them keeps
+    the train fingerprint it had ("neither" above); a spec that sets them hashes what it set."""
+    from distilflow.jobspec import parse_spec
+    from distilflow.pipeline.stages import stage_fingerprints
+
+    def train_fingerprint(training: dict) -> str:
+        spec = parse_spec({**_FINGERPRINT_BASE, "training": training}, "t", Path("/data"))
+        return stage_fingerprints(spec, {"train": "aaaa", "validation": "bbbb", "test": "cccc"})["train"]
+
+    before = _BEFORE_THE_RENAME["neither"][2]
+    assert train_fingerprint({}) == train_fingerprint({"student_temperature": 1.0}) == before
+    assert len({before, train_fingerprint({"student_temperature": 0.5}), train_fingerprint({"on_policy_warmup": 0.5}),
+                train_fingerprint({"on_policy_warmup": 1.0})}) == 4

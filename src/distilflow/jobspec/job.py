@@ -14,12 +14,21 @@ from distilflow.jobspec.tune import TuneSpec
 # section -> {key: its spelling before it was renamed}. Fingerprints hash the old spelling: renaming a key must not
 # make every existing job run its stages again, nor miss the evaluation results it could reuse.
 FINGERPRINT_SPELLINGS: dict[str, dict[str, str]] = {"evaluation": {"throughput_batch_size": "batch_size"}}
+# Settings added after jobs were run, and settings whose default changed: a spec that does not set them hashes what
+# it hashed before (added: absent; changed: the former default), so an upgrade does not redo finished stages. A
+# spec that sets one hashes its value.
+ADDED_SETTINGS: dict[str, set[str]] = {"training": {"on_policy_warmup"}}
+FORMER_DEFAULTS: dict[str, dict[str, Any]] = {"training": {"student_temperature": 1.0}}
 
 
-def fingerprint_spelling(section: str, values: dict[str, Any]) -> dict[str, Any]:
-    """A section's values (as dumped) with renamed keys spelled as fingerprints hash them."""
+def fingerprint_spelling(section: str, values: dict[str, Any], given: set[str] | frozenset[str] = frozenset()
+                         ) -> dict[str, Any]:
+    """A section's values (as dumped) as fingerprints hash them: renamed keys by their old spelling; settings added
+    or re-defaulted since, where the spec does not give them (`given`), as before."""
     old = FINGERPRINT_SPELLINGS.get(section, {})
-    return {old.get(key, key): value for key, value in values.items()}
+    former = {k: v for k, v in FORMER_DEFAULTS.get(section, {}).items() if k not in given}
+    added = ADDED_SETTINGS.get(section, set()) - set(given)
+    return {old.get(key, key): former.get(key, value) for key, value in values.items() if key not in added}
 
 
 class JobSpec(_Section):
@@ -156,7 +165,12 @@ class JobSpec(_Section):
     def fingerprint_dict(self) -> dict[str, Any]:
         """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling."""
         d = self.public_dict()
-        return {key: fingerprint_spelling(key, value) if key in FINGERPRINT_SPELLINGS else value
+        return {key: fingerprint_spelling(key, value, self._given(key)) if isinstance(value, dict) else value
                 for key, value in d.items()}
+
+    def _given(self, section: str) -> set[str]:
+        """The keys of a section the spec wrote itself (not filled by a default)."""
+        value = getattr(self, section, None)
+        return set(getattr(value, "model_fields_set", ()))
 
 

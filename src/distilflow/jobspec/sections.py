@@ -255,7 +255,11 @@ class TrainingSpec(_Section):
     device: Device = "auto"
     # on_policy: the student samples the answers of this share of each batch; the teacher scores them token by token
     on_policy_ratio: float = Field(0.5, ge=0, le=1, description="on_policy: share of each batch the student samples")
-    student_temperature: float = Field(1.0, gt=0, description="on_policy: the temperature the student samples its "
+    # Defaults by measurement (bench/README.md, "on_policy"): sampling from the first step at temperature 1 trails
+    # kd at equal steps (an untrained student's samples are noise, and half of them never end).
+    on_policy_warmup: float = Field(1.0, ge=0, le=1, description="on_policy: share of the training steps over "
+                                    "which the sampled share rises from 0 to on_policy_ratio (stored answers first)")
+    student_temperature: float = Field(0.5, gt=0, description="on_policy: the temperature the student samples its "
                                        "own answers at (not the loss's kd_temperature)")
     student_max_tokens: int = Field(256, ge=1, description="on_policy: new tokens per student sample")
     teacher_top_logprobs: int = Field(8, ge=1, le=20, description="on_policy with a served teacher: K per token")

@@ -1,6 +1,8 @@
 """Method `on_policy`: on-policy distillation (GKD; MiniLLM; Thinking Machines' on-policy distillation). The student
-answers a share `on_policy_ratio` of each batch's prompts itself (`student_temperature`, `student_max_tokens`); the
-other rows keep the teacher's stored answers; the teacher scores every answer token, and the student learns the
+answers a share `on_policy_ratio` of each batch's prompts itself (`student_temperature`, `student_max_tokens`), a
+share that rises from 0 over the first `on_policy_warmup` of the steps (the stored answers teach an untrained
+student first; DistiLLM's adaptive schedule, Ko et al. 2024, makes the same point); the other rows keep the
+teacher's stored answers; the teacher scores every answer token, and the student learns the
 token-level `divergence` (forward_kl | reverse_kl | jsd with `jsd_beta`) at `kd_temperature` on the answer tokens
 only. Learning from its own samples removes the mismatch of off-policy KD, where the student is trained on
 prefixes it would never produce itself.
@@ -61,7 +63,8 @@ def run(ctx: "StageContext") -> dict[str, Any]:
     model, tokenizer = recipe.load_student_to_train(ctx)
     settings = dataclasses.replace(distill_settings(t), alpha=1.0)
     on_policy = OnPolicySettings(ratio=t.on_policy_ratio, temperature=t.student_temperature,
-                                 max_tokens=t.student_max_tokens, max_length=t.max_seq_length)
+                                 max_tokens=t.student_max_tokens, max_length=t.max_seq_length,
+                                 warmup=t.on_policy_warmup)
     kwargs: dict[str, Any] = {"distill": settings, "on_policy": on_policy}
     if ctx.spec.teacher.backend == "hf":
         # The teacher scores the student's samples after its own few-shot block, as kd does (context distillation).
@@ -81,7 +84,20 @@ def run(ctx: "StageContext") -> dict[str, Any]:
                              validation_rows=recipe.prompt_completion_rows(rows.validation, fmt),
                              arguments={"packing": False, "padding_free": False}, trainer_kwargs=kwargs,
                              report=lambda trainer: trainer.on_policy_metrics())
-    return recipe.fit(ctx, plan, model, tokenizer)
+    metrics = recipe.fit(ctx, plan, model, tokenizer)
+    _warn_on_unfinished_samples(metrics, t.student_max_tokens)
+    return metrics
+
+
+def _warn_on_unfinished_samples(metrics: dict[str, Any], max_tokens: int) -> None:
+    """Samples cut at student_max_tokens are mostly noise past the answer, and they dilute the tokens that teach
+    (bench/README.md, "on_policy"): say so, with the settings that help."""
+    finished = metrics.get("sampled_finished_share")
+    if metrics.get("sampled_rows") and finished is not None and finished < 0.5 and is_main_process():
+        log.warning("on_policy: only %.0f%% of the student's samples ended before training.student_max_tokens "
+                    "(%d); the rest were cut. A lower training.student_temperature, a longer on_policy_warmup or "
+                    "more steps help; at this length kd or sft on the teacher's answers may teach more per step",
+                    100 * finished, max_tokens)
 
 
 def _served_teacher(ctx: "StageContext", tokenizer: Any, vocab_size: int) -> Any:

@@ -67,7 +67,8 @@ class OnPolicyTrainer(DistillationTrainer):
 
     def _with_student_answers(self, batch: dict[str, Any]) -> dict[str, Any]:
         starts = answer_starts(batch["labels"])
-        rows = rows_to_sample(batch["input_ids"].shape[0], self.on_policy.ratio, starts, batch["input_ids"].shape[1])
+        ratio = self.on_policy.ratio_at(self.state.global_step, self.state.max_steps)
+        rows = rows_to_sample(batch["input_ids"].shape[0], ratio, starts, batch["input_ids"].shape[1])
         self.rollout["rows"] += batch["input_ids"].shape[0]
         if not rows:
             return batch

@@ -21,10 +21,17 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class OnPolicySettings:
-    ratio: float  # share of each batch's rows whose answers the student samples
+    ratio: float  # share of each batch's rows whose answers the student samples, once warmed up
     temperature: float
     max_tokens: int
     max_length: int  # training.max_seq_length: a row never grows past it
+    warmup: float = 0.0  # share of the training steps over which the sampled share rises from 0 to `ratio`
+
+    def ratio_at(self, step: int, max_steps: int) -> float:
+        """The sampled share at this optimizer step: a linear ramp over the first `warmup` of the steps. An untrained
+        student's samples are noise the teacher can only say "not this" about; its stored answers teach first."""
+        ramp = self.warmup * max_steps
+        return self.ratio if ramp <= 0 else self.ratio * min(1.0, step / ramp)
 
 
 def answer_starts(labels: torch.Tensor) -> torch.Tensor:
