@@ -30,6 +30,7 @@ def label_key(text: str) -> str:
 
 class ClassificationTask(Task):
     name = "classification"
+    input_fields = TEXT_FIELDS
     primary_metric = "accuracy"
     metric_names = ("accuracy", "macro_f1")
     answer_modes = ("generate", "rank")
