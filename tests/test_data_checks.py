@@ -8,6 +8,7 @@ import random
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_cli, write_jsonl
 from openai_server import OpenAIServer, ServerConfig
@@ -127,3 +128,57 @@ def test_a_job_without_overlap_keeps_its_fingerprints(tmp_path, tiny_models):
     write_jsonl(tmp_path / "test.jsonl", repeated_test_rows())
     after = stage_fingerprints(spec, prepare_inputs(spec).data_hashes)
     assert after["generate"] != before["generate"]  # rows left training: the teacher stage's inputs changed
+
+
+# ----- the files people have ----------------------------------------------------------------------------------
+
+
+def test_a_banking77_style_csv_and_a_bom_file_run_as_they_are(tmp_path, tiny_models):
+    """`text,category` as Banking77 ships it (quoted commas, a BOM from Excel), a JSONL test file with a BOM."""
+    lines = ["text,category"] + [f'"{r["text"]}, thanks",{r["label"]}' for r in intent_rows(12)]
+    lines.append('"my card has not arrived, no label yet",')
+    (tmp_path / "train.csv").write_text("\ufeff" + "\r\n".join(lines) + "\r\n", encoding="utf-8")
+    with OpenAIServer(ServerConfig(reply=label_reply)) as server:
+        job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=intent_rows(3, 200),
+                            training_data="train.csv")
+        (tmp_path / "test.jsonl").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "test.jsonl").read_bytes())
+        result = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in
+            (tmp_path / "ws" / "jobs" / "intents" / "synthetic" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 13 and rows[0]["source"]["line"] == 2 and rows[0]["reference"] == "card_arrival"
+    assert rows[0]["messages"][0]["content"].endswith(", thanks\nLabel:")
+    assert rows[-1]["reference"] is None  # the empty cell: an unlabelled row
+
+
+def _read(path: Path, text: str, task=None):
+    from distilflow.tasks import get_task, read_examples
+
+    path.write_text(text, encoding="utf-8")
+    return read_examples(path, task or get_task("classification"), "train")
+
+
+def test_a_json_array_is_named_as_such(tmp_path):
+    from distilflow.errors import DataError
+
+    rows = intent_rows(2)
+    for text in (json.dumps(rows), json.dumps(rows, indent=2)):
+        with pytest.raises(DataError, match="this file is a JSON array; JSONL has one object per line"):
+            _read(tmp_path / "rows.jsonl", text)
+    with pytest.raises(DataError, match="line 1: this file holds JSON spread over several lines"):
+        _read(tmp_path / "rows.jsonl", json.dumps(rows[0], indent=2))
+
+
+def test_a_label_that_differs_only_in_case_is_an_error_naming_the_spec_spelling(tmp_path):
+    from distilflow.errors import DataError
+    from distilflow.tasks import get_task
+
+    task = get_task("classification", labels=["greet", "bye"])
+    assert _read(tmp_path / "ok.jsonl", '{"text": "hello", "label": "greet"}\n', task)[0].reference == "greet"
+    with pytest.raises(DataError) as error:
+        _read(tmp_path / "rows.jsonl", '{"text": "hi", "label": "greet"}\n{"text": "hello", "label": "Greet"}\n', task)
+    assert "rows.jsonl, line 2: label 'Greet' is spelled 'greet' in the job's labels" in str(error.value)
+    with pytest.raises(DataError, match="'Bye' is spelled 'bye' in the training data"):  # labels from training rows
+        get_task("classification").for_job({
+            "train": _read(tmp_path / "t.jsonl", '{"text": "a", "label": "greet"}\n{"text": "b", "label": "bye"}\n'),
+            "test": _read(tmp_path / "s.jsonl", '{"text": "c", "label": "Bye"}\n')})
