@@ -182,3 +182,40 @@ def test_a_label_that_differs_only_in_case_is_an_error_naming_the_spec_spelling(
         get_task("classification").for_job({
             "train": _read(tmp_path / "t.jsonl", '{"text": "a", "label": "greet"}\n{"text": "b", "label": "bye"}\n'),
             "test": _read(tmp_path / "s.jsonl", '{"text": "c", "label": "Bye"}\n')})
+
+
+# ----- size guards --------------------------------------------------------------------------------------------
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_teacher_answering_megabytes_to_max_tokens_8_is_rejected_too_long_and_not_stored(tmp_path, tiny_models):
+    runaway = "card_arrival " + "and more " * 333_334  # 3 MB of words for a request of 8 tokens
+    with OpenAIServer(ServerConfig(reply=lambda messages: runaway)) as server:
+        job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=intent_rows(3, 200))
+        result = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))
+        asked = server.stats()["requests"]
+    assert asked == 27 and result.returncode != 0  # nothing left to train on: the stage says why
+    assert "every training answer was rejected (27 too_long)" in flat(result.stderr)
+    folder = tmp_path / "ws" / "jobs" / "intents"
+    rejected = [json.loads(line) for line in (folder / "synthetic" / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 27 and {r["reason"] for r in rejected} == {"too_long"}
+    assert rejected[0]["answer"].startswith("card_arrival and more") and "3,000,019 characters" in rejected[0]["answer"]
+    assert folder_bytes(folder / "synthetic") < 100_000  # 27 answers of 3 MB would be 81 MB
+    assert folder_bytes(folder / "cache") < 1_000_000
+    rerun = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))  # the previews are cached: no re-pay
+    assert "too_long" in flat(rerun.stderr) and folder_bytes(folder / "cache") < 1_000_000
+
+
+def test_answer_size_counts_tokens_with_a_margin_for_the_estimate():
+    from distilflow.generate.answer_size import answer_too_long, clip_oversized, preview
+    from distilflow.teachers.base import TeacherAnswer
+
+    assert not answer_too_long("card_arrival", 8)
+    assert not answer_too_long("one two three four five six seven eight nine ten", 8)  # a cut answer: within margin
+    assert answer_too_long("word " * 100, 8) and not answer_too_long("word " * 100, 256)
+    answer = clip_oversized(TeacherAnswer("k", ["fine", "x" * 1_000_000], finish_reasons=["stop", "stop"]), 8)
+    assert answer.texts[0] == "fine" and len(answer.texts[1]) < 1000 and answer.finish_reasons == ["stop", "too_long"]
+    assert answer_too_long(answer.texts[1], None) and preview(answer.texts[1]) == answer.texts[1]
