@@ -183,6 +183,18 @@ class Hyperparameters(_Section):
                                "generation.temperature wins when both are given")
 
 
+# No model has a longer context than this (the longest served in 2025 take about 1M tokens): a larger max_tokens is a
+# typo, refused at load, before a dry run prints figures of trillions of tokens.
+MAX_CONTEXT_TOKENS = 1_000_000
+
+
+def check_max_tokens(value: int) -> int:
+    if value > MAX_CONTEXT_TOKENS:
+        raise ValueError(f"{value:,} tokens is more than any model's context ({MAX_CONTEXT_TOKENS:,} tokens); give "
+                         f"the longest answer you want, e.g. 256")
+    return value
+
+
 class GenerationSpec(_Section):
     max_tokens: int = Field(256, ge=1)
     temperature: float | None = Field(None, ge=0, description="the teacher's sampling temperature (0: greedy; "
@@ -204,6 +216,11 @@ class GenerationSpec(_Section):
     max_examples: int | None = Field(None, ge=1, description="use only the first N rows of each data file")
     # Several teachers (`teachers:`): how their answers become one (None with one teacher; vote by default).
     combine: Literal["vote", "best_of", "route"] | None = None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _within_any_context(cls, value: int) -> int:
+        return check_max_tokens(value)
 
 
 class LoraSpec(_Section):
