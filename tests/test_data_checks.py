@@ -90,6 +90,60 @@ def test_training_rows_repeated_in_the_test_file_are_dropped_and_said(tmp_path, 
     assert data["overlap"]["examples"][0]["training"].endswith("train.jsonl, line 2")
 
 
+@pytest.mark.slow  # a whole run (train, evaluate, report): over a minute on two cores
+def test_the_report_says_what_the_data_checks_found(tmp_path, tiny_models):
+    """A whole run: report.md, report.html and report.json carry the data section (rows, labels, lengths,
+    diversity, overlap and what was done), and the balance plot of a classification job."""
+    with OpenAIServer(ServerConfig(reply=label_reply)) as server:
+        job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=repeated_test_rows(),
+                            training={"max_steps": 2}, evaluation={"models": ["teacher", "distilled"]})
+        result = run_cli("run", str(job), "--workspace", str(tmp_path / "ws"))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "ws" / "jobs" / "intents"
+    data = json.loads((folder / "report.json").read_text())["data"]
+    assert data["given"] == {"train": 24, "validation": 3, "test": 8}
+    assert data["splits"]["train"]["rows"] == 19 and data["accepted"]["train"] == 19
+    assert data["splits"]["train"]["by_label"] == {"card_arrival": 6, "exchange_rate": 5, "pin_blocked": 8}
+    assert data["splits"]["test"]["length_chars"]["max"] >= data["splits"]["test"]["length_chars"]["median"] > 30
+    assert 0.3 < data["splits"]["train"]["distinct_2"] <= 1
+    assert data["overlap"]["training_rows"] == 5 and data["overlap"]["by_split"] == {"test": 5}
+    markdown = flat((folder / "report.md").read_text())
+    assert "## Data" in markdown and "Overlap: 5 training rows near-duplicate held-out rows (5 test" in markdown
+    assert "they were dropped from training" in markdown and "| train | 24 | - | 19 | 19 |" in markdown
+    html = (folder / "report.html").read_text()
+    assert 'id="data-checks"' in html and "they were dropped from training" in html and 'id="plot-balance"' in html
+    assert (folder / "plots" / "balance.svg").exists()
+
+
+def test_the_data_section_tables_and_sentences(tmp_path, tiny_models):
+    """What report.md and report.html draw from prepare's figures and the teacher stage's (fast: no run)."""
+    from distilflow.jobspec import load_spec
+    from distilflow.prepare import prepare_inputs
+    from distilflow.report.data_section import (
+        data_lines,
+        data_warnings,
+        labels_table,
+        splits_table,
+    )
+
+    job = write_intents(tmp_path, tiny_models["student"], "http://127.0.0.1:9/v1", test_rows=repeated_test_rows())
+    data = {**prepare_inputs(load_spec(job)).summary()["data"], "accepted": {"train": 17},
+            "rejected_by_reason": {"not_a_label": 2},
+            "written": {"requested": 30, "kept": 28, "by_label": dict.fromkeys(LABELS, 9) | {"pin_blocked": 10},
+                        "dropped": {"near_duplicate": 2}}}
+    header, rows = splits_table(data)
+    assert rows[0][:5] == ["train", "24", "28 of 30", "19", "17"] and rows[2][:4] == ["test", "8", "-", "8"]
+    header, rows = labels_table(data)
+    assert header == ["label", "train", "validation", "test", "written"]
+    assert rows[0] == ["card_arrival", "6", "1", "3", "9"]
+    lines = data_lines(data)
+    assert lines[0].startswith("Overlap: 5 training rows near-duplicate held-out rows (5 test;")
+    assert lines[0].endswith("they were dropped from training.")
+    assert "Teacher answers rejected: not_a_label 2." in lines and "Written inputs dropped: near_duplicate 2." in lines
+    assert data_warnings({"data": data}) == []  # dropped: nothing inflated
+    assert "held-out figures" in data_warnings({"data": {"overlap": {**data["overlap"], "action": "warn"}}})[0]
+
+
 def test_overlap_fail_stops_before_any_teacher_request(tmp_path, tiny_models):
     with OpenAIServer(ServerConfig(reply=label_reply)) as server:
         job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=repeated_test_rows(),
