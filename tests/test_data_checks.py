@@ -273,3 +273,57 @@ def test_answer_size_counts_tokens_with_a_margin_for_the_estimate():
     answer = clip_oversized(TeacherAnswer("k", ["fine", "x" * 1_000_000], finish_reasons=["stop", "stop"]), 8)
     assert answer.texts[0] == "fine" and len(answer.texts[1]) < 1000 and answer.finish_reasons == ["stop", "too_long"]
     assert answer_too_long(answer.texts[1], None) and preview(answer.texts[1]) == answer.texts[1]
+
+
+def _long_input_job(tmp_path: Path, tiny_models, **sections) -> Path:
+    job = write_intents(tmp_path, tiny_models["student"], "http://127.0.0.1:9/v1", test_rows=intent_rows(3, 200),
+                        **sections)
+    rows = intent_rows(24)
+    rows[6]["text"] = "my card has not arrived " + " ".join(f"word{i}" for i in range(400))  # ~2,800 characters
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    return job
+
+
+def test_an_input_longer_than_the_students_max_seq_length_is_refused_or_cut(tmp_path, tiny_models):
+    from distilflow.errors import DataError
+    from distilflow.jobspec import load_spec
+    from distilflow.models import load_tokenizer
+    from distilflow.prepare import prepare_inputs
+
+    job = _long_input_job(tmp_path, tiny_models, training={"max_seq_length": 160})
+    with pytest.raises(DataError) as error:
+        prepare_inputs(load_spec(job))
+    message = str(error.value)
+    assert "1 input is longer than the student's training.max_seq_length (160) tokens" in message
+    assert "train.jsonl, line 7:" in message and "set data.truncate: true" in message
+    job = _long_input_job(tmp_path, tiny_models, training={"max_seq_length": 160}, data={"truncate": True})
+    inputs = prepare_inputs(load_spec(job))
+    cut = inputs.examples["train"][6].messages[-1]["content"]
+    tokenizer = load_tokenizer(str(tiny_models["student"]))
+    assert len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= 160 and " … " in cut
+    assert cut.startswith("Message: my card has not arrived") and cut.endswith("Label:")  # the instruction survives
+    assert inputs.summary()["data"]["truncated"]["rows"] == 1 and "prepared" in inputs.data_hashes
+
+
+def test_max_tokens_must_fit_the_teachers_context(tmp_path, tiny_models):
+    from distilflow.errors import DataError, SpecError
+    from distilflow.generate import check_answer_fits
+    from distilflow.jobspec import load_spec
+    from distilflow.prepare import prepare_inputs
+
+    local = {"backend": "hf", "model": str(tiny_models["teacher"]), "base_url": None}  # its config: 1,024 positions
+    job = _long_input_job(tmp_path, tiny_models, teacher=local, generation={"max_tokens": 1000})
+    with pytest.raises(DataError, match=r"longer than the teacher's context \(1,024\) less generation.max_tokens"):
+        prepare_inputs(load_spec(job))
+    job = write_intents(tmp_path, tiny_models["student"], "", test_rows=intent_rows(3, 200), teacher=local,
+                        generation={"max_tokens": 2000})
+    with pytest.raises(SpecError, match="max_tokens 2,000 does not fit in the context of teacher"):
+        check_answer_fits(spec := load_spec(job), spec.teacher)
+    job = write_intents(tmp_path, tiny_models["student"], "http://127.0.0.1:9/v1", test_rows=intent_rows(3, 200),
+                        teacher={"context_length": 4096}, generation={"max_tokens": 5000})
+    with pytest.raises(SpecError, match=r"\(4,096 tokens\)"):
+        check_answer_fits(spec := load_spec(job), spec.teacher)
+    job = write_intents(tmp_path, tiny_models["student"], "http://127.0.0.1:9/v1", test_rows=intent_rows(3, 200),
+                        generation={"max_tokens": 10**12})
+    with pytest.raises(SpecError, match="1,000,000,000,000 tokens is more than any model's context"):
+        load_spec(job)

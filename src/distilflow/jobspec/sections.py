@@ -12,6 +12,18 @@ from distilflow.secrets import check_env_name, check_plain_header, check_url, re
 from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
                                    PromptFormat, check_name)
 
+# No model has a longer context than this (the longest served in 2025 take about 1M tokens): a larger max_tokens is a
+# typo, refused at load, before a dry run prints figures of trillions of tokens.
+MAX_CONTEXT_TOKENS = 1_000_000
+
+
+def check_max_tokens(value: int) -> int:
+    if value > MAX_CONTEXT_TOKENS:
+        raise ValueError(f"{value:,} tokens is more than any model's context ({MAX_CONTEXT_TOKENS:,} tokens); give "
+                         f"the longest answer you want, e.g. 256")
+    return value
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` or `nan` is an error here, not a loss of 0.0000 after the teacher
     # was paid.
@@ -51,6 +63,8 @@ class TeacherSpec(_Section):
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
     prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
+    context_length: int | None = Field(None, ge=1, le=MAX_CONTEXT_TOKENS, description="the model's context in "
+                                       "tokens (default: a local model's config.json; unknown for an API)")
     # Local models (hf)
     dtype: Dtype = "auto"
     device: Device = "auto"
@@ -181,18 +195,6 @@ class Hyperparameters(_Section):
     # Azure ML's spelling of generation.temperature, kept so its scripts run unchanged.
     temperature: float = Field(0.0, ge=0, description="the teacher's sampling temperature (0: greedy); "
                                "generation.temperature wins when both are given")
-
-
-# No model has a longer context than this (the longest served in 2025 take about 1M tokens): a larger max_tokens is a
-# typo, refused at load, before a dry run prints figures of trillions of tokens.
-MAX_CONTEXT_TOKENS = 1_000_000
-
-
-def check_max_tokens(value: int) -> int:
-    if value > MAX_CONTEXT_TOKENS:
-        raise ValueError(f"{value:,} tokens is more than any model's context ({MAX_CONTEXT_TOKENS:,} tokens); give "
-                         f"the longest answer you want, e.g. 256")
-    return value
 
 
 class GenerationSpec(_Section):

@@ -9,6 +9,7 @@ from typing import Any
 
 from distilflow.fingerprint import digest, file_digest
 from distilflow.jobspec import JobSpec
+from distilflow.prepare.lengths import check_lengths
 from distilflow.prepare.overlap import OverlapFound, apply_overlap, find_overlap
 from distilflow.prepare.profile import data_profile
 from distilflow.tasks import Example, Task, read_examples, task_for_spec
@@ -51,16 +52,21 @@ def prepare_inputs(spec: JobSpec) -> PreparedInputs:
     given = {split: len(rows) for split, rows in examples.items()}
     overlap = find_overlap(task, examples, spec.data)
     apply_overlap(task, examples, overlap)
+    cut = check_lengths(spec, examples)  # raises, unless data.truncate: true
     checks: dict[str, Any] = {"overlap": overlap.summary(task)}
-    changed = _changes(overlap)
+    if cut:
+        checks["truncated"] = {k: v for k, v in cut.items() if k != "ids"}
+    changed = _changes(overlap, cut)
     if changed:
         hashes[PREPARED_KEY] = digest(changed)
     return PreparedInputs(task=task, examples=examples, data_hashes=hashes, given=given, checks=checks)
 
 
-def _changes(overlap: OverlapFound) -> dict[str, Any]:
+def _changes(overlap: OverlapFound, cut: dict[str, Any]) -> dict[str, Any]:
     """What prepare changed in the rows (the part of later stages' inputs no file hash shows)."""
     changed: dict[str, Any] = {}
     if overlap.action == "drop" and overlap.pairs:
         changed["dropped"] = sorted(overlap.training_ids)
+    if cut:
+        changed["truncated"] = {"ids": cut["ids"], "limit": cut["limit"]}
     return changed
