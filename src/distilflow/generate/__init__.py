@@ -27,7 +27,7 @@ def preflight(spec: "JobSpec") -> None:
         load_teacher(teacher).close()  # backends check their own settings when built (no model is loaded here)
 
 
-def check_answer_fits(spec: "JobSpec", teacher: "TeacherSpec") -> None:
+def check_answer_fits(spec: JobSpec, teacher: TeacherSpec) -> None:
     """generation.max_tokens must leave room for an input in the teacher's context (where the context is known)."""
     from distilflow.errors import SpecError
     from distilflow.teachers.token_estimate import teacher_context

@@ -29,9 +29,8 @@ def input_limit(spec: JobSpec) -> tuple[int, str]:
     for teacher in spec.teacher_list():
         context = teacher_context(teacher)
         if context is not None and context > spec.generation.max_tokens:
-            limits.append((context - spec.generation.max_tokens,
-                           f"the teacher's context ({context:,}) less generation.max_tokens "
-                           f"({spec.generation.max_tokens:,})"))
+            what = f"the teacher's context ({context:,}) less generation.max_tokens ({spec.generation.max_tokens:,})"
+            limits.append((context - spec.generation.max_tokens, what))
     return min(limits)
 
 
@@ -52,7 +51,10 @@ def check_lengths(spec: JobSpec, examples: dict[str, list[Example]]) -> dict[str
     if not maybe:
         return {}
     tokenizer = _student_counter(spec)
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     over = [(split, i, n) for split, i in maybe
             if (n := sum(count(m["content"]) for m in examples[split][i].messages)) > limit]
     if not over:
