@@ -5,27 +5,21 @@ for 8 tokens; kept whole, such answers fill the teacher cache, synthetic/ and re
 measured before it is committed to the cache; one that is too long is replaced there by a short preview that
 ends with CUT_MARK, so a re-run neither asks again nor stores more.
 
-Counted in tokens of the answer's text, with the student's tokenizer (the tokens the student will be trained on;
-loaded only when an answer is long enough to be suspect), else, where it cannot be loaded, the estimate of
-teachers/token_estimate.py (tiktoken's o200k_base when installed, else characters / 4). The API's own
-completion_tokens is not used: it covers every sample of a request at once and, for reasoning models, hidden
-reasoning tokens a short answer does not contain. The student's tokenizer is not the teacher's, so an answer the
-server cut at exactly max_tokens may count a few more: an answer is too long only beyond twice max_tokens plus 16
-tokens (the guard is against runaway sizes, not against a token or two).
+Counted in tokens of the answer's text: the estimate of teachers/token_estimate.py (tiktoken's o200k_base when it
+is installed, else characters / 4). The API's own completion_tokens is not used: it covers every sample of a
+request at once and, for reasoning models, hidden reasoning tokens a short answer does not contain. An estimate
+from another tokenizer can be off for an answer the server cut at exactly max_tokens, so an answer is too long
+only beyond twice max_tokens plus 16 tokens: the guard is against runaway sizes, not against a token or two.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import re
-from collections.abc import Callable
 from dataclasses import replace
 
 from distilflow.teachers.base import TeacherAnswer
 from distilflow.teachers.token_estimate import token_counter
 
-log = logging.getLogger(__name__)
 TOO_LONG = "too_long"
 PREVIEW_CHARS = 500  # what is kept of a too-long answer (cache, rejected.jsonl): enough to see what went wrong
 _SLACK_FACTOR, _SLACK_TOKENS = 2, 16
@@ -36,21 +30,7 @@ def cut_mark(chars: int) -> str:
     return f" …[cut by distilflow: {chars:,} characters, over generation.max_tokens]"
 
 
-@functools.lru_cache(maxsize=4)
-def token_count(student_model: str | None) -> Callable[[str], int]:
-    """text -> tokens with the student's tokenizer (or the estimate where it cannot be loaded)."""
-    if student_model:
-        try:
-            from distilflow.models import load_tokenizer
-
-            tokenizer = load_tokenizer(student_model)
-            return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        except Exception as error:  # noqa: BLE001 - any failure to load: the estimate still bounds runaway answers
-            log.debug("answer sizes: the student's tokenizer did not load (%s); using the estimate", error)
-    return token_counter()[0]
-
-
-def answer_too_long(text: str, max_tokens: int | None, student_model: str | None = None) -> bool:
+def answer_too_long(text: str, max_tokens: int | None) -> bool:
     """Whether an answer is over `max_tokens` (see the module's note on counting), or is a preview of one that
     was (it carries CUT_MARK; max_tokens None: only that)."""
     if _CUT.search(text[-100:]):
@@ -62,7 +42,7 @@ def answer_too_long(text: str, max_tokens: int | None, student_model: str | None
         return False
     if len(text) > 64 * bound:  # far beyond any tokenizer's characters per token: not worth counting
         return True
-    return token_count(student_model)(text) > bound
+    return token_counter()[0](text) > bound
 
 
 def preview(text: str) -> str:
@@ -70,10 +50,10 @@ def preview(text: str) -> str:
     return text if _CUT.search(text[-100:]) else text[:PREVIEW_CHARS] + cut_mark(len(text))
 
 
-def clip_oversized(answer: TeacherAnswer, max_tokens: int, student_model: str | None = None) -> TeacherAnswer:
+def clip_oversized(answer: TeacherAnswer, max_tokens: int) -> TeacherAnswer:
     """The answer as the cache stores it: each too-long sample replaced by its preview (finish reason too_long,
     no log-probs); the answer itself when every sample fits."""
-    cut = [i for i, text in enumerate(answer.texts) if answer_too_long(text, max_tokens, student_model)]
+    cut = [i for i, text in enumerate(answer.texts) if answer_too_long(text, max_tokens)]
     if not cut:
         return answer
     texts = [preview(t) if i in cut else t for i, t in enumerate(answer.texts)]

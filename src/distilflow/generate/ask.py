@@ -143,8 +143,7 @@ def _ask(ctx: StageContext, teacher: Teacher, spec: TeacherSpec, cache: TeacherC
             if isinstance(result, TeacherFailure):
                 failures[result.key] = result
             else:
-                # a runaway answer is not stored whole
-                result = clip_oversized(result, plan.params.max_tokens, ctx.spec.student.model)
+                result = clip_oversized(result, plan.params.max_tokens)  # a runaway answer is not stored whole
                 cache.put_many([result])  # committed (durable) before it counts and before the next is taken
                 usage["prompt_tokens"] += result.prompt_tokens
                 usage["completion_tokens"] += result.completion_tokens

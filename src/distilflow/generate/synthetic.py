@@ -52,13 +52,13 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def choose_samples(task: Task, texts: list[str], reference: Any, verify: str, max_tokens: int | None = None,
-                   student_model: str | None = None) -> tuple[list[int], list[str]]:
+def choose_samples(task: Task, texts: list[str], reference: Any, verify: str,
+                   max_tokens: int | None = None) -> tuple[list[int], list[str]]:
     """Indices of the usable samples, and the rejection reason of each sample (empty string when usable). A
     sample over `max_tokens` (or already cut for it) is `too_long` whatever the task says of it."""
     check_reference = verify == "reference"
-    reasons = [TOO_LONG if answer_too_long(t, max_tokens, student_model)
-               else task.check_teacher_answer(t, reference, check_reference) or "" for t in texts]
+    reasons = [TOO_LONG if answer_too_long(t, max_tokens) else task.check_teacher_answer(t, reference, check_reference)
+               or "" for t in texts]
     usable = [i for i, r in enumerate(reasons) if not r]
     if verify == "majority" and usable:
         ranked = Counter(task.answer_key(texts[i]) for i in usable).most_common(2)
@@ -95,7 +95,7 @@ def build_synthetic(ctx: StageContext, answers_by_split: dict[str, list[RowAnswe
                                                  answer.rejected), **answer.extra})
                 continue
             usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify,
-                                                    ctx.spec.generation.max_tokens, ctx.spec.student.model)
+                                                    ctx.spec.generation.max_tokens)
             kept_shingles: list[frozenset] = []  # of this prompt's samples kept so far
             for index, text in enumerate(answer.texts):
                 reason = sample_reasons[index]
