@@ -10,6 +10,8 @@ is installed, else characters / 4). The API's own completion_tokens is not used:
 request at once and, for reasoning models, hidden reasoning tokens a short answer does not contain. An estimate
 from another tokenizer can be off for an answer the server cut at exactly max_tokens, so an answer is too long
 only beyond twice max_tokens plus 16 tokens: the guard is against runaway sizes, not against a token or two.
+Not the student's tokenizer either: it is not the teacher's, and a small one counts far more tokens than the
+teacher made (the tests' 512-entry BPE makes a token of 1.5 characters), which would reject answers cut right.
 """
 
 from __future__ import annotations
