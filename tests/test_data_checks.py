@@ -78,7 +78,7 @@ def test_training_rows_repeated_in_the_test_file_are_dropped_and_said(tmp_path, 
         result = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))
         asked = server.stats()["requests"]
     assert result.returncode == 0, result.stderr
-    assert "overlap: 5 training rows near-duplicate held-out rows (5 test" in flat(result.stderr)
+    assert "overlap: 5 overlapping training rows (near-duplicates of held-out rows: 5 test;" in flat(result.stderr)
     assert "dropped from training" in flat(result.stderr)
     assert asked == 24 - 5 + 3  # the dropped rows were never sent to the teacher
     synthetic = (tmp_path / "ws" / "jobs" / "intents" / "synthetic" / "train.jsonl").read_text().splitlines()
@@ -108,7 +108,7 @@ def test_the_report_says_what_the_data_checks_found(tmp_path, tiny_models):
     assert 0.3 < data["splits"]["train"]["distinct_2"] <= 1
     assert data["overlap"]["training_rows"] == 5 and data["overlap"]["by_split"] == {"test": 5}
     markdown = flat((folder / "report.md").read_text())
-    assert "## Data" in markdown and "Overlap: 5 training rows near-duplicate held-out rows (5 test" in markdown
+    assert "## Data" in markdown and "Overlap: 5 overlapping training rows (near-duplicates of held-out rows: 5 test;" in markdown
     assert "they were dropped from training" in markdown and "| train | 24 | - | 19 | 19 |" in markdown
     html = (folder / "report.html").read_text()
     assert 'id="data-checks"' in html and "they were dropped from training" in html and 'id="plot-balance"' in html
@@ -137,7 +137,7 @@ def test_the_data_section_tables_and_sentences(tmp_path, tiny_models):
     assert header == ["label", "train", "validation", "test", "written"]
     assert rows[0] == ["card_arrival", "6", "1", "3", "9"]
     lines = data_lines(data)
-    assert lines[0].startswith("Overlap: 5 training rows near-duplicate held-out rows (5 test;")
+    assert lines[0].startswith("Overlap: 5 overlapping training rows (near-duplicates of held-out rows: 5 test;")
     assert lines[0].endswith("they were dropped from training.")
     assert "Teacher answers rejected: not_a_label 2." in lines and "Written inputs dropped: near_duplicate 2." in lines
     assert data_warnings({"data": data}) == []  # dropped: nothing inflated
@@ -152,7 +152,7 @@ def test_overlap_fail_stops_before_any_teacher_request(tmp_path, tiny_models):
         asked = server.stats()["requests"]
     assert result.returncode != 0 and asked == 0
     message = flat(result.stderr)
-    assert "overlap: 5 training rows" in message and "nothing was sent to the teacher" in message
+    assert "overlap: 5 overlapping training rows" in message and "nothing was sent to the teacher" in message
     assert "train.jsonl, line 2" in message and "test.jsonl, line 1" in message
 
 
@@ -164,7 +164,7 @@ def test_overlap_warn_keeps_the_rows_and_says_the_figures_are_inflated(tmp_path,
                         data={"overlap": "warn"})
     inputs = prepare_inputs(load_spec(job))
     assert len(inputs.examples["train"]) == 24 and "prepared" not in inputs.data_hashes
-    assert "5 training rows" in caplog.text and "held-out figures are inflated" in caplog.text
+    assert "5 overlapping training rows" in caplog.text and "held-out figures are inflated" in caplog.text
     assert inputs.summary()["data"]["overlap"]["by_split"] == {"test": 5}
 
 

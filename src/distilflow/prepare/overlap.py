@@ -59,8 +59,8 @@ class OverlapFound:
         done = {"drop": "dropped from training",
                 "warn": "kept in training (data.overlap: warn); held-out figures are inflated",
                 "fail": "nothing was sent to the teacher (data.overlap: fail)"}[self.action]
-        lines = [(f"overlap: {count} training row{'s' if count != 1 else ''} near-duplicate held-out rows ({splits}; "
-                 f"similarity >= {self.threshold:g}): {done}")]
+        lines = [(f"overlap: {count} overlapping training row{'s' if count != 1 else ''} (near-duplicates of held-out "
+                  f"rows: {splits}; similarity >= {self.threshold:g}): {done}")]
         for train, held, score in self.pairs[:EXAMPLES_SHOWN]:
             lines.append(f"  {_where(train)} ~ {_where(held)} ({score:.2f}): {task.input_text(train)[:80]!r}")
         if self.action == "fail":

@@ -81,8 +81,8 @@ def data_lines(data: dict[str, Any]) -> list[str]:
         splits = " and ".join(f"{n} {split}" for split, n in (overlap.get("by_split") or {}).items())
         done = {"drop": "they were dropped from training", "warn": "they were kept in training (data.overlap: warn)",
                 "fail": "the job stopped"}.get(overlap.get("action", ""), "")
-        lines.append(f"Overlap: {count} training rows near-duplicate held-out rows ({splits}; character 5-gram "
-                     f"similarity >= {overlap.get('threshold')}); {done}.")
+        lines.append(f"Overlap: {count} overlapping training rows (near-duplicates of held-out rows: {splits}; "
+                     f"character 5-gram similarity >= {overlap.get('threshold')}); {done}.")
         lines += [f"  {e['training']} ~ {e['held_out']} ({e['similarity']}): {e['text']!r}"
                   for e in overlap.get("examples", [])]
     elif overlap:
