@@ -80,6 +80,9 @@ def write_job(folder: Path, models: dict[str, Path], *, task_type: str = "conver
         "hyperparameters": {"learning_rate": 1e-3, "batch_size": 2, "num_epochs": 1, "temperature": 0.7},
         "generation": {"max_tokens": 8},
         "evaluation": {"max_tokens": 8, "warmup": 0},
+        # The helpers' rows are numbered copies of one template (and n_train >= 100 reaches the validation and test
+        # offsets): near-duplicates by design, kept in training here. test_data_checks.py tests data.overlap.
+        "data": {"overlap": "warn"},
     }
     if not n_val:
         del spec["validation_data"]

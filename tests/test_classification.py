@@ -34,7 +34,8 @@ def spec_for(folder, models, **sections):
             "training_data": "train.jsonl", "validation_data": "validation.jsonl", "test_data": "test.jsonl",
             "hyperparameters": {"learning_rate": 1e-3, "batch_size": 4, "num_epochs": 1},
             "generation": {"few_shot": 6, "answer_mode": "rank", "verify": "none", "max_tokens": 8},
-            "evaluation": {"max_tokens": 8, "warmup": 0, "answer_mode": "rank", "uncached_examples": 3}}
+            "evaluation": {"max_tokens": 8, "warmup": 0, "answer_mode": "rank", "uncached_examples": 3},
+            "data": {"overlap": "warn"}}  # "customer message number N": numbered near-duplicates by design
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_spec(data, "job.yaml", folder)

@@ -115,6 +115,8 @@ class WorkerConfig(ModelTarget):
         parts["settings"] = fingerprint_spelling("evaluation", parts["settings"])  # old runs' results stay reusable
         if not parts["task_options"]:  # a task without options of its own: the fingerprint it always had
             del parts["task_options"]
+        if parts.get("endpoint") and parts["endpoint"].get("context_length") is None:  # (a later teacher key: unset,
+            parts["endpoint"].pop("context_length", None)  # the fingerprint results always had)
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
-    from distilflow.jobspec import JobSpec
+    from distilflow.jobspec import JobSpec, TeacherSpec
 
 
 def preflight(spec: "JobSpec") -> None:
@@ -20,10 +20,23 @@ def preflight(spec: "JobSpec") -> None:
     from distilflow.teachers import load_teacher
 
     for teacher in spec.teacher_list():
+        check_answer_fits(spec, teacher)
         if teacher.backend == "openai":
             OpenAIEndpoint(teacher).open_key()  # the key variable is set
             teacher.resolved_headers()  # and so are the header variables
         load_teacher(teacher).close()  # backends check their own settings when built (no model is loaded here)
+
+
+def check_answer_fits(spec: JobSpec, teacher: TeacherSpec) -> None:
+    """generation.max_tokens must leave room for an input in the teacher's context (where the context is known)."""
+    from distilflow.errors import SpecError
+    from distilflow.teachers.token_estimate import teacher_context
+
+    context = teacher_context(teacher)
+    if context is not None and spec.generation.max_tokens >= context:
+        raise SpecError(f"generation.max_tokens {spec.generation.max_tokens:,} does not fit in the context of teacher "
+                        f"{teacher.model} ({context:,} tokens): no input would fit beside the answer; lower "
+                        f"generation.max_tokens")
 
 
 def run_generate(ctx: "StageContext") -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from distilflow.errors import StageError
+from distilflow.generate.answer_size import clip_oversized
 from distilflow.generate.combine import route_of
 from distilflow.jobs.context import StageContext
 from distilflow.jobspec import JobSpec, TeacherSpec
@@ -142,6 +143,7 @@ def _ask(ctx: StageContext, teacher: Teacher, spec: TeacherSpec, cache: TeacherC
             if isinstance(result, TeacherFailure):
                 failures[result.key] = result
             else:
+                result = clip_oversized(result, plan.params.max_tokens)  # a runaway answer is not stored whole
                 cache.put_many([result])  # committed (durable) before it counts and before the next is taken
                 usage["prompt_tokens"] += result.prompt_tokens
                 usage["completion_tokens"] += result.completion_tokens

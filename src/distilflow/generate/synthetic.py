@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distilflow.errors import StageError
+from distilflow.generate.answer_size import TOO_LONG, answer_too_long, preview
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
 from distilflow.tasks import Example, Task
+
 
 @dataclass
 class RowAnswer:
@@ -50,10 +52,13 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def choose_samples(task: Task, texts: list[str], reference: Any, verify: str) -> tuple[list[int], list[str]]:
-    """Indices of the usable samples, and the rejection reason of each sample (empty string when usable)."""
+def choose_samples(task: Task, texts: list[str], reference: Any, verify: str,
+                   max_tokens: int | None = None) -> tuple[list[int], list[str]]:
+    """Indices of the usable samples, and the rejection reason of each sample (empty string when usable). A
+    sample over `max_tokens` (or already cut for it) is `too_long` whatever the task says of it."""
     check_reference = verify == "reference"
-    reasons = [task.check_teacher_answer(t, reference, check_reference) or "" for t in texts]
+    reasons = [TOO_LONG if answer_too_long(t, max_tokens) else task.check_teacher_answer(t, reference, check_reference)
+               or "" for t in texts]
     usable = [i for i, r in enumerate(reasons) if not r]
     if verify == "majority" and usable:
         ranked = Counter(task.answer_key(texts[i]) for i in usable).most_common(2)
@@ -89,7 +94,8 @@ def build_synthetic(ctx: StageContext, answers_by_split: dict[str, list[RowAnswe
                 rejected.append({**_rejected_row(example, split, 0, answer.texts[0] if answer.texts else "",
                                                  answer.rejected), **answer.extra})
                 continue
-            usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify)
+            usable, sample_reasons = choose_samples(task, answer.texts, example.reference, verify,
+                                                    ctx.spec.generation.max_tokens)
             kept_shingles: list[frozenset] = []  # of this prompt's samples kept so far
             for index, text in enumerate(answer.texts):
                 reason = sample_reasons[index]
@@ -142,5 +148,6 @@ def _synthetic_row(example: Example, key: str, sample: int, text: str) -> dict[s
 
 
 def _rejected_row(example: Example, split: str, sample: int, text: str, reason: str) -> dict[str, Any]:
-    return {"id": example.id, "split": split, "sample": sample, "reason": reason, "answer": text,
+    return {"id": example.id, "split": split, "sample": sample, "reason": reason,
+            "answer": preview(text) if reason == TOO_LONG else text,  # (a cache of an older version held it whole)
             "messages": example.messages, "reference": example.reference, "source": example.provenance}

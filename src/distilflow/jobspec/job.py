@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from distilflow.jobspec.data import DataSpec
 from distilflow.jobspec.names import TaskType, check_name
 from distilflow.jobspec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
                                       TeamTeacherSpec, TrainingSpec, _Section)
@@ -48,6 +49,7 @@ class JobSpec(_Section):
     labels: list[str] | None = Field(None, description="classification: the label set (default: the training labels)")
     json_schema: dict[str, Any] | str | None = Field(
         None, alias="schema", description="extraction: the JSON schema of an answer, inline or a .json/.yaml file")
+    data: DataSpec = Field(default_factory=DataSpec)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)

@@ -12,6 +12,18 @@ from distilflow.secrets import check_env_name, check_plain_header, check_url, re
 from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
                                    PromptFormat, check_name)
 
+# No model has a longer context than this (the longest served in 2025 take about 1M tokens): a larger max_tokens is a
+# typo, refused at load, before a dry run prints figures of trillions of tokens.
+MAX_CONTEXT_TOKENS = 1_000_000
+
+
+def check_max_tokens(value: int) -> int:
+    if value > MAX_CONTEXT_TOKENS:
+        raise ValueError(f"{value:,} tokens is more than any model's context ({MAX_CONTEXT_TOKENS:,} tokens); give "
+                         f"the longest answer you want, e.g. 256")
+    return value
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` or `nan` is an error here, not a loss of 0.0000 after the teacher
     # was paid.
@@ -51,6 +63,8 @@ class TeacherSpec(_Section):
     price_per_million_input_tokens: float | None = Field(None, ge=0)
     price_per_million_output_tokens: float | None = Field(None, ge=0)
     prompt_format: PromptFormat = Field("chat", description="chat template, or plain completion text")
+    context_length: int | None = Field(None, ge=1, le=MAX_CONTEXT_TOKENS, description="the model's context in "
+                                       "tokens (default: a local model's config.json; unknown for an API)")
     # Local models (hf)
     dtype: Dtype = "auto"
     device: Device = "auto"
@@ -204,6 +218,11 @@ class GenerationSpec(_Section):
     max_examples: int | None = Field(None, ge=1, description="use only the first N rows of each data file")
     # Several teachers (`teachers:`): how their answers become one (None with one teacher; vote by default).
     combine: Literal["vote", "best_of", "route"] | None = None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _within_any_context(cls, value: int) -> int:
+        return check_max_tokens(value)
 
 
 class LoraSpec(_Section):

@@ -37,6 +37,27 @@ def resolve_model_ref(ref: str) -> str:
     return str(path)
 
 
+# Where configs state how many positions a model reads (the first found wins; multimodal configs nest the text's).
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_length(ref: str) -> int | None:
+    """The context a local model folder's config.json states, in tokens; None where it cannot be read without a
+    download or a conversion (a hub id, a .gguf file) or the config states none."""
+    import json
+
+    try:
+        path = Path(resolve_model_ref(ref)) / "config.json"
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError, DistilflowError):
+        return None
+    for section in (config, config.get("text_config") or {}):
+        for key in _CONTEXT_KEYS:
+            if isinstance(section.get(key), int) and section[key] > 0:
+                return int(section[key])
+    return None
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 

@@ -16,7 +16,7 @@ from distilflow.fingerprint import digest
 from distilflow.jobs.context import StageContext
 from distilflow.jobs.store import STAGES
 from distilflow.jobspec import JobSpec
-from distilflow.prepare import PreparedInputs, prepare_inputs
+from distilflow.prepare import PREPARED_KEY, PreparedInputs, prepare_inputs
 
 # stage -> its package (imported lazily: `import distilflow` stays fast, optional engines load only when used)
 STAGE_PACKAGES: dict[str, str] = {
@@ -59,7 +59,9 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
     generate = digest([d["task_type"], teachers, d["generation"], spec.teacher_temperature,
                        data_hashes.get("train"), data_hashes.get("validation"),
                        # an extraction schema decides which teacher answers are kept (absent: the fingerprint it had)
-                       *([d["schema"]] if "schema" in d else [])])
+                       *([d["schema"]] if "schema" in d else []),
+                       # rows prepare dropped or cut (absent when the data passed every check: the fingerprint it had)
+                       *([data_hashes[PREPARED_KEY]] if PREPARED_KEY in data_hashes else [])])
     student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
     train = digest([generate, student, d["hyperparameters"], d["training"]])
     evaluate = digest([train, d["evaluation"], data_hashes.get("test")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from distilflow.metrics.degeneration import CHECKS
+from distilflow.report.data_section import data_warnings
 from distilflow.report.judged import judge_warnings
 from distilflow.report.tables import fmt, model_results, score_cell
 
@@ -89,4 +90,4 @@ def warnings(report: dict[str, Any]) -> list[str]:
                                f"{fmt(reference.get(k), 'pct')} of the teacher's" for k in kinds)
             found.append(f"Warning: the {label} model's answers degenerate where the teacher's do not: {detail}. "
                          f"Its scores overstate it; read its answers below before using it.")
-    return found + judge_warnings(report)
+    return data_warnings(report) + found + judge_warnings(report)

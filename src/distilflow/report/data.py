@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.io import read_json
+from distilflow.report.data_section import data_section
 from distilflow.metrics.intervals import intervals_overlap
 from distilflow.results import PEAK_RSS, CUDA_MAX_ALLOCATED, Interval, ModelResult, Prediction, read_predictions
 from distilflow.jobspec import MODEL_LABELS
@@ -253,6 +254,7 @@ def build_report(ctx: "StageContext") -> dict[str, Any]:
         "student": {"model": ctx.spec.student.model},
         "comparison": comparison(models, list(task.metric_names), task.primary_metric),
         "teacher_stage": ctx.stage_metrics("generate"),
+        "data": data_section(ctx),
         "training": train,
         "stage_seconds": stage_seconds(ctx),
     })

@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 from distilflow.report.checks import answer_checks_table, further_metrics_table, retention_table, warnings
+from distilflow.report.data_section import data_lines, labels_table, splits_table
 from distilflow.report.judged import headline_lines, judged_tables
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
 from distilflow.report.teams import agreement_table, team_note, teachers_table
@@ -45,6 +46,7 @@ CAPTIONS = {
     "loss": "Student training loss (and validation loss) by optimizer step.",
     "confusion": "Classification: for each reference label (rows), the share of its inputs answered with each "
                  "label (columns), per model.",
+    "balance": "Rows per label in each split (written: inputs the teacher wrote), as the data checks counted them.",
     "tuning": "distilflow tune: each trial's validation score against each setting it tried (the chosen trial in "
               "orange; pruned trials hollow, at the score they were stopped at).",
 }
@@ -66,6 +68,17 @@ def _clip(text: str | None) -> str:
     if not text.strip():
         return f"(blank answer: {len(text)} whitespace characters)"
     return text if len(text) <= MAX_ANSWER_CHARS else text[:MAX_ANSWER_CHARS] + " …"
+
+
+def _data(data: dict[str, Any]) -> str:
+    if not data:
+        return ""
+    parts = ['<h2 id="data">Data</h2>']
+    for css_id, table in (("data-splits", splits_table(data)), ("data-labels", labels_table(data))):
+        if table:
+            parts.append(_table(*table, css_id))
+    items = "".join(f"<li>{escape(line.strip())}</li>" for line in data_lines(data))
+    return "".join(parts) + (f'<ul class="notes" id="data-checks">{items}</ul>' if items else "")
 
 
 def _teacher_stage(stage: dict[str, Any]) -> str:
@@ -174,6 +187,7 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
                  f" Student: {report['student']['model']}.")
     parts = [f"<h1>{escape(title)}</h1>", f'<p class="lead">{escape(lead)} Created {escape(report["created_at"])}.</p>']
     parts += _measured(report, plots)
+    parts.append(_data(report.get("data") or {}))
     parts.append(_teacher_stage(report.get("teacher_stage") or {}))
     parts.append(_teachers(report))
     parts.append(_training(report.get("training") or {}))

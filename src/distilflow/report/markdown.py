@@ -12,6 +12,7 @@ from distilflow.io import write_json_atomic, write_text_atomic
 from distilflow.report.checks import answer_checks_table, further_metrics_table, retention_table, warnings
 from distilflow.report.judged import headline_lines, judged_tables
 from distilflow.report.data import build_report
+from distilflow.report.data_section import data_lines, labels_table, splits_table
 from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
 from distilflow.report.teams import team_note, teams_markdown
 from distilflow.report.tuning import tuning_markdown
@@ -75,6 +76,17 @@ def _md_measured(report: dict[str, Any], plot_files: dict[str, str]) -> list[str
     return lines
 
 
+def _md_data(data: dict[str, Any]) -> list[str]:
+    if not data:
+        return []
+    lines = ["## Data", ""]
+    for table in (splits_table(data), labels_table(data)):
+        if table:
+            lines += [*_md_table(*table), ""]
+    lines += [f"- {_md_text(line.strip())}" for line in data_lines(data)]
+    return [*lines, ""]
+
+
 def _md_teacher_stage(stage: dict[str, Any]) -> list[str]:
     if not stage:
         return []
@@ -112,6 +124,7 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
         lines += [f"Task: **{report['task_type']}**. Teacher: {_md_code(teacher['model'])} "
                   f"({teacher['backend']}){team_note(teacher)}. Student: {_md_code(report['student']['model'])}.", ""]
     lines += _md_measured(report, plot_files or {})
+    lines += _md_data(report.get("data") or {})
     lines += _md_teacher_stage(report.get("teacher_stage") or {})
     lines += teams_markdown(report)
     train = report.get("training") or {}

@@ -202,8 +202,32 @@ def tuning_svg(report: dict[str, Any]) -> str | None:
     return _to_svg(fig, "tuning")
 
 
+def balance_svg(report: dict[str, Any]) -> str | None:
+    """Tasks of fixed answers: rows per label, one bar per split (and the inputs the teacher wrote), side by side."""
+    data = report.get("data") or {}
+    counts = {split: p["by_label"] for split, p in (data.get("splits") or {}).items() if p.get("by_label")}
+    written = (data.get("written") or {}).get("by_label")
+    if written:
+        counts["written"] = written
+    if not counts:
+        return None
+    labels = list(next(iter(counts.values())))
+    fig, axes = _figure(1, height=0.22 * len(labels) * max(1, len(counts) / 2) + 1.6)
+    ax, width = axes[0], 0.8 / len(counts)
+    for index, (split, by_label) in enumerate(counts.items()):
+        ax.barh([i + index * width for i in range(len(labels))], [by_label.get(label, 0) for label in labels],
+                height=width, label=split, color=_color(split, index))
+    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("rows")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="x")
+    return _to_svg(fig, "balance")
+
+
 PLOTS = {"scores": scores_svg, "latency": latency_svg, "memory": memory_svg, "loss": loss_svg,
-         "confusion": confusion_svg, "tuning": tuning_svg}
+         "confusion": confusion_svg, "balance": balance_svg,
+         "tuning": tuning_svg}
 
 
 def all_plots(report: dict[str, Any]) -> dict[str, str]:

@@ -65,6 +65,9 @@ class Task:
     answer_modes: ClassVar[tuple[str, ...]] = ("generate",)
     # The fixed set of answers (a classification task's labels); tasks of open answers have none.
     labels: tuple[str, ...] = ()
+    # The row fields that hold the input in the user's own words (what `input_text` compares): the ones a CSV
+    # header names too. Empty: the user turns of the prompt.
+    input_fields: ClassVar[tuple[str, ...]] = ()
     # What a judge is told makes an answer good (evaluation.judge.rubric replaces it).
     judge_rubric: ClassVar[str] = ("The answer does what the task input asks: it is correct, complete, and clearly "
                                    "and concisely written.")
@@ -139,6 +142,13 @@ class Task:
     def reference_answer(self, reference: Any) -> str:
         """A reference written as a model's answer (the assistant turn of a few-shot example)."""
         return str(reference[0] if isinstance(reference, list) else reference)
+
+    def input_text(self, example: Example) -> str:
+        """The input in the user's own words, without the task's prompt template: what the near-duplicate and
+        length checks of the data look at (two short messages in one template would otherwise look alike). The
+        row's `input_fields` when it has them, else its user turns (chat-form rows)."""
+        given = [str(example.fields[k]) for k in self.input_fields if isinstance(example.fields.get(k), str)]
+        return "\n".join(given) if given else "\n".join(m["content"] for m in example.messages if m["role"] == "user")
 
     # ----- serving ----------------------------------------------------------------------
     def prompt_for_input(self, text: str) -> str:

@@ -30,6 +30,7 @@ def label_key(text: str) -> str:
 
 class ClassificationTask(Task):
     name = "classification"
+    input_fields = TEXT_FIELDS
     primary_metric = "accuracy"
     metric_names = ("accuracy", "macro_f1")
     answer_modes = ("generate", "rank")
@@ -60,9 +61,11 @@ class ClassificationTask(Task):
         for rows in examples.values():
             for example in rows:
                 if example.reference is not None and example.reference not in task.labels:
+                    spelling = task._by_key.get(label_key(example.reference))
+                    known = (f"is spelled {spelling!r} in the training data; labels are matched exactly"
+                             if spelling else f"is not among the training data's labels ({', '.join(task.labels)})")
                     raise DataError(f"{example.source_file}, line {example.source_line}: label "
-                                    f"{example.reference!r} is not among the training data's labels "
-                                    f"({', '.join(task.labels)})")
+                                    f"{example.reference!r} {known}")
         return task
 
     def for_test_file(self, examples: Sequence[Example]) -> "ClassificationTask":
@@ -89,9 +92,14 @@ class ClassificationTask(Task):
     def _reference(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise RowError(f"the label must be a non-empty string, not {str(value)[:40]!r}")
-        if self.labels and label_key(value) not in self._by_key:
-            raise RowError(f"label {value[:40]!r} is not one of the job's labels ({', '.join(self.labels)})")
-        return self._by_key.get(label_key(value), value.strip())
+        label = value.strip()
+        if self.labels and label not in self.labels:
+            spelling = self._by_key.get(label_key(label))
+            if spelling is not None:  # a typo of case or punctuation would silently merge or split classes
+                raise RowError(f"label {label[:40]!r} is spelled {spelling!r} in the job's labels; labels are "
+                               f"matched exactly: write {spelling!r}")
+            raise RowError(f"label {label[:40]!r} is not one of the job's labels ({', '.join(self.labels)})")
+        return label
 
     def reference_answer(self, reference: Any) -> str:
         return str(reference)

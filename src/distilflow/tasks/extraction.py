@@ -55,6 +55,7 @@ def first_json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 class ExtractionTask(Task):
     name = "extraction"
+    input_fields = TEXT_FIELDS
     primary_metric = "field_f1"
     metric_names = ("field_f1", "field_precision", "field_recall", "exact_match", "json_valid")
     judge_rubric = ("The JSON object holds exactly the facts the text states, each in the right field of the schema, "

@@ -34,6 +34,7 @@ def final_number(text: str) -> str | None:
 
 class MathTask(Task):
     name = "math"
+    input_fields = ("question",)
     primary_metric = "accuracy"
     metric_names = ("accuracy",)
 

@@ -27,6 +27,7 @@ def normalize_label(value: Any) -> str | None:
 
 class NliTask(Task):
     name = "nli"
+    input_fields = ("premise", "hypothesis")
     primary_metric = "accuracy"
     metric_names = ("accuracy",)
 

@@ -34,6 +34,7 @@ def _answers(row: dict[str, Any]) -> list[str] | None:
 
 class QaTask(Task):
     name = "qa"
+    input_fields = ("context", "question")
     primary_metric = "f1"
     metric_names = ("exact_match", "f1", "bleu", "chrf")
 

@@ -25,6 +25,7 @@ def _references(value: Any) -> list[str]:
 
 class SummarizationTask(Task):
     name = "summarization"
+    input_fields = DOCUMENT_FIELDS
     # chrF is the headline: ROUGE-L rewards a "summary" of the source's function words (measured on a broken
     # student: ROUGE-L retention 64% where chrF retention was 30% and its text was not English).
     primary_metric = "chrf"

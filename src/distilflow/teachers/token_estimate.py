@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from distilflow.models import Message
+from distilflow.jobspec import TeacherSpec
+from distilflow.models import Message, context_length
 
 # Chat formats add a few tokens per message (role markers, separators).
 TOKENS_PER_MESSAGE = 4
@@ -37,3 +38,11 @@ def token_counter() -> tuple[Callable[[str], int], str]:
 def estimate_prompt_tokens(messages: list[Message], count: Callable[[str], int] | None = None) -> int:
     count = count or token_counter()[0]
     return sum(count(m["content"]) + TOKENS_PER_MESSAGE for m in messages) + 2
+
+
+def teacher_context(teacher: TeacherSpec) -> int | None:
+    """The teacher's context in tokens: `teacher.context_length`, else a local model's config.json (hf backend);
+    None when unknown (an API that was not told)."""
+    if teacher.context_length is not None:
+        return teacher.context_length
+    return context_length(teacher.model) if teacher.backend == "hf" else None

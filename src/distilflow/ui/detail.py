@@ -23,7 +23,12 @@ Figures = list[tuple[str, str]]
 
 def _prepare(m: dict[str, Any]) -> Figures:
     rows = m.get("rows") or {}
-    return [("rows", ", ".join(f"{split} {n:,}" for split, n in rows.items()))] if rows else []
+    out = [("rows", ", ".join(f"{split} {n:,}" for split, n in rows.items()))] if rows else []
+    overlap = (m.get("data") or {}).get("overlap") or {}
+    if overlap.get("training_rows"):  # training rows that repeat held-out rows, and what data.overlap did
+        done = {"drop": "dropped from training", "warn": "kept (data.overlap: warn)"}.get(overlap["action"], "")
+        out.append(("overlapping training rows", f"{overlap['training_rows']:,} {done}".strip()))
+    return out
 
 
 def _generate(m: dict[str, Any]) -> Figures:
