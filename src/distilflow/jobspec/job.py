@@ -153,9 +153,22 @@ class JobSpec(_Section):
         return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None,
                                by_alias=True)
 
+    @property
+    def label_calibration(self) -> str:
+        """generation.calibration where it acts (a teacher ranking the labels, one teacher); "none" elsewhere."""
+        rank = self.generation.answer_mode == "rank" and not self.teachers
+        return self.generation.calibration if rank else "none"
+
     def fingerprint_dict(self) -> dict[str, Any]:
-        """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling."""
+        """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling; settings added
+        later join only where they change what the stage does (finished jobs are not redone after an upgrade)."""
         d = self.public_dict()
+        generation = d["generation"]
+        if generation.get("few_shot_order") == "shuffled":  # the order the few-shot block always had
+            del generation["few_shot_order"]
+        generation.pop("calibration", None)
+        if self.label_calibration != "none":
+            generation["calibration"] = self.label_calibration
         return {key: fingerprint_spelling(key, value) if key in FINGERPRINT_SPELLINGS else value
                 for key, value in d.items()}
 
