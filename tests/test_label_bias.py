@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, write_jsonl
+from distilflow.errors import SpecError
 from distilflow.jobs.store import JobStore
 from distilflow.jobspec import parse_spec
 from distilflow.report.checks import warnings
@@ -163,9 +164,12 @@ def test_new_settings_keep_finished_jobs_fingerprints(tmp_path):
     assert fingerprint(calibration="content_free") != old and fingerprint(few_shot_order="round_robin") != old
     assert fingerprint(calibration="prior") != fingerprint(calibration="content_free")
     spec = parse_spec({"task_type": "classification", "labels": LABELS, "teacher": {"model": "m"},
-                       "student": {"model": "s"}, "training_data": "train.jsonl",
-                       "generation": {"calibration": "prior"}}, "job.yaml", tmp_path)
+                       "student": {"model": "s"}, "training_data": "train.jsonl"}, "job.yaml", tmp_path)
     assert spec.label_calibration == "none"  # a generating teacher has no label scores to calibrate
+    with pytest.raises(SpecError, match="generation.calibration corrects the label scores of one teacher ranking"):
+        parse_spec({"task_type": "classification", "labels": LABELS, "teacher": {"model": "m"},
+                    "student": {"model": "s"}, "training_data": "train.jsonl",
+                    "generation": {"calibration": "prior"}}, "job.yaml", tmp_path)
 
 
 @pytest.mark.slow  # a tiny hf teacher in a CLI process: ~30 s on 2 shared cores

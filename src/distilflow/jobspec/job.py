@@ -101,6 +101,10 @@ class JobSpec(_Section):
         if self.generation.answer_mode == "rank" and any(t.backend != "hf" for t in self.teacher_list()):
             raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
+        if self.generation.calibration != "none" and "calibration" in self.generation.model_fields_set and (
+                self.generation.answer_mode != "rank" or self.teachers):
+            raise ValueError("generation.calibration corrects the label scores of one teacher ranking the labels "
+                             "(generation.answer_mode: rank, one teacher:); remove it or set it to none")
         if self.labels is not None and self.task_type != "classification":
             raise ValueError("labels are the label set of task_type classification")
         if (self.json_schema is not None) != (self.task_type == "extraction"):

@@ -88,7 +88,7 @@ def content_free_requests(spec: JobSpec, task: Task, identity: dict[str, Any], p
                           shots: Sequence[Message] = ()) -> list[TeacherRequest]:
     """The teacher's requests for the content-free inputs (teachers/calibration.py) under the job's prompt, when
     `generation.calibration: content_free` calibrates a ranking teacher; none otherwise. Cached like any other."""
-    if spec.generation.calibration != "content_free" or not params.choices:
+    if spec.label_calibration != "content_free" or not params.choices:
         return []
     examples = [Example(id=f"content_free:{text}", messages=user_prompt(task.prompt_for_input(text)))
                 for text in CONTENT_FREE_INPUTS]
