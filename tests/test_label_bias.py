@@ -209,3 +209,36 @@ def test_a_calibrated_ranking_teacher_teaches_its_calibrated_labels(tmp_path, ti
     # summed); the raw scores are not what the student learns.
     assert round(min(synthetic[0]["label_logprobs"]), 4) in [round(v, 4) for v in first]
     assert [round(v, 4) for v in first] != [round(v, 4) for v in raw_first]
+
+
+def test_labels_sharing_a_first_token_are_scored_after_the_cached_prefix(tiny_models):
+    """Confusable intents often share a first word (card_arrival, card_linking): each label is then scored whole,
+    and still after the few-shot block's cache; the scores are those of the whole prompt, by brute force."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distilflow.models.scoring import PrefixCache, score_labels, shared_prefix
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["teacher"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["teacher"]).eval()
+    block = "".join(f"Message: message {i}\nLabel: card_arrival\n\n" for i in range(4))
+    prompts = [block + f"Message: {text}\nLabel:" for text in ("where is it", "my new card, is it linked yet?")]
+    continuations = [" card_arrival", " card_linking", " change_pin"]
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    labels = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    assert labels[0][0] == labels[1][0]  # the case this test is about
+    prefix = PrefixCache(model, shared_prefix(ids))
+    assert prefix.length > 20
+    cached = score_labels(model, tokenizer, prompts, continuations, prefix)
+    plain = score_labels(model, tokenizer, prompts, continuations)
+    brute = []
+    for prompt_ids in ids:
+        row = []
+        for label in labels:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt_ids + label])).logits[0].log_softmax(-1)
+            row.append(sum(float(logits[len(prompt_ids) + j - 1, t]) for j, t in enumerate(label)))
+        brute.append(row)
+    assert torch.allclose(torch.tensor(cached.logprobs), torch.tensor(brute), atol=1e-4)
+    assert torch.allclose(torch.tensor(plain.logprobs), torch.tensor(brute), atol=1e-4)
+    assert cached.best == plain.best and cached.prompt_tokens == [len(i) for i in ids]
