@@ -59,6 +59,11 @@ class JobPaths:
         return self.synthetic / "rejected.jsonl"
 
     @property
+    def calibration(self) -> Path:
+        """The per-label offsets generation.calibration fitted (evaluation applies them to the teacher too)."""
+        return self.synthetic / "calibration.json"
+
+    @property
     def failed(self) -> Path:
         return self.synthetic / "failed.jsonl"
 

@@ -32,6 +32,9 @@ class ModelTarget(BaseModel):
     dtype: Dtype = "auto"
     prompt_format: PromptFormat = "chat"  # how the model reads its prompt (models/prompts.py)
     choices: list[str] = []  # answer by ranking these labels (answer_mode rank); empty: generate
+    # Added to each label's score before the best is taken: a calibrated teacher (generation.calibration) is scored
+    # with the labels it taught. Empty: none.
+    label_offsets: list[float] = []
     endpoint: TeacherSpec | None = None
     # Names the endpoint's settings in error messages: "teacher" in a job (teacher.base_url), None on its own.
     endpoint_section: str | None = None
@@ -113,8 +116,9 @@ class WorkerConfig(ModelTarget):
                                                       "settings": {"models", "examples_in_report", "max_examples",
                                                                    "judge"}})
         parts["settings"] = fingerprint_spelling("evaluation", parts["settings"])  # old runs' results stay reusable
-        if not parts["task_options"]:  # a task without options of its own: the fingerprint it always had
-            del parts["task_options"]
+        for key in ("task_options", "label_offsets"):  # unused: the fingerprint it always had
+            if not parts[key]:
+                del parts[key]
         if parts.get("endpoint") and parts["endpoint"].get("context_length") is None:  # (a later teacher key: unset,
             parts["endpoint"].pop("context_length", None)  # the fingerprint results always had)
         return self.model_copy(update={"fingerprint": digest([parts, model_revision(self.model)])})

@@ -20,13 +20,14 @@ class RankedLocalModel(LocalModel):
     ttft_source = "the ranking forward pass (the answer is complete after it)"
 
     def __init__(self, ref: str, *, device: str, dtype: str, prompt_format: str, choices: list[str],
-                 uncached_examples: int) -> None:
+                 uncached_examples: int, label_offsets: list[float] | None = None) -> None:
         from distilflow.models.prompts import completion_answer
 
         super().__init__(ref, device=device, dtype=dtype, prompt_format=prompt_format)
         self.choices = choices
         self.continuations = [completion_answer(c) if prompt_format == "completion" else c for c in choices]
         self.uncached_examples = uncached_examples
+        self.label_offsets = label_offsets or []  # a calibrated teacher's (generation.calibration)
         self.prefix: Any = None
         self.prefix_seconds: float | None = None
         self.conversations: list[Conversation] = []
@@ -51,8 +52,11 @@ class RankedLocalModel(LocalModel):
         from distilflow.models.scoring import score_labels
 
         scores = score_labels(self.model, self.tokenizer, self._render(conversations), self.continuations, prefix)
-        return [Answer(self.choices[best], prompt_tokens=tokens) for best, tokens in
-                zip(scores.best, scores.prompt_tokens)]
+        best = scores.best
+        if self.label_offsets:
+            best = [max(range(len(row)), key=lambda i, row=row: row[i] + self.label_offsets[i])
+                    for row in scores.logprobs]
+        return [Answer(self.choices[b], prompt_tokens=tokens) for b, tokens in zip(best, scores.prompt_tokens)]
 
     def warm_up(self, singles: list[Conversation], batch: list[Conversation]) -> None:
         for messages in singles:

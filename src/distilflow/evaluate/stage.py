@@ -13,7 +13,7 @@ from distilflow.evaluate.judge import judge_headline, run_judges
 from distilflow.evaluate.recorded import evaluate_recorded
 from distilflow.evaluate.save import save_not_evaluated
 from distilflow.evaluate.worker import run_worker
-from distilflow.io import write_json_atomic
+from distilflow.io import read_json, write_json_atomic
 from distilflow.results import ModelResult, read_predictions
 from distilflow.jobspec import TeacherSpec
 from distilflow.tasks import Example
@@ -43,7 +43,11 @@ def model_targets(ctx: "StageContext") -> dict[str, ModelTarget]:
     spec = ctx.spec
     choices = list(ctx.task.choices(spec.evaluation.answer_mode))
     student = {"dtype": spec.student.dtype, "prompt_format": spec.student.prompt_format, "choices": choices}
-    targets = {"teacher": teacher_target(spec.teacher, choices),
+    teacher = teacher_target(spec.teacher, choices)
+    calibration = read_json(ctx.paths.calibration)
+    if calibration and choices and teacher.choices == calibration["labels"]:  # scored with the labels it taught
+        teacher = teacher.model_copy(update={"label_offsets": calibration["offsets"]})
+    targets = {"teacher": teacher,
                "baseline": ModelTarget(model=ctx.paths.baseline_student(spec), **student),
                "distilled": ModelTarget(model=str(ctx.paths.student_final), **student)}
     chosen = {label: targets[label] for label in spec.evaluation.models if label in targets}

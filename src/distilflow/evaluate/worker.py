@@ -115,6 +115,7 @@ def open_model(config: WorkerConfig) -> "MeasuredModel":
 
         return RankedLocalModel(config.model, device=config.settings.device, dtype=config.dtype,
                                 prompt_format=config.prompt_format, choices=config.choices,
+                                label_offsets=config.label_offsets,
                                 uncached_examples=config.settings.uncached_examples)
     if config.kind == "local":
         from distilflow.evaluate.local import LocalModel

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from distilflow.jobspec import JobSpec, TeacherSpec
 from distilflow.tasks import Example, Task
 from distilflow.teachers import GenerationParams, Teacher, TeacherFailure, TeacherRequest, load_teacher
 from distilflow.teachers.cache import TeacherCache
-from distilflow.teachers.requests import build_requests, teacher_plan
+from distilflow.teachers.requests import build_requests, content_free_requests, teacher_plan
 
 log = logging.getLogger(__name__)
 TEACHER_SPLITS = ("train", "validation")  # the splits the teacher answers (test stays unseen until evaluation)
@@ -52,6 +52,7 @@ class RequestPlan:
     requests: dict[Row, TeacherRequest]  # each input's request
     unique: dict[str, TeacherRequest]  # the distinct prompts, by cache key (inputs may share one)
     known: set[str]  # the keys the cache already answers
+    extra: list[TeacherRequest] = field(default_factory=list)  # asked besides the inputs (content-free calibration)
 
     @property
     def pending(self) -> list[TeacherRequest]:
@@ -71,9 +72,10 @@ def plan_requests(spec: JobSpec, task: Task, examples: Examples, rows: Sequence[
         mine = [row for row in rows if row[0] == split]
         requests.update(zip(mine, build_requests([examples[split][i] for _, i in mine], spec, identity, params,
                                                  shots)))
-    unique = {request.key: request for request in requests.values()}
+    extra = content_free_requests(spec, task, identity, params, shots) if rows else []
+    unique = {request.key: request for request in [*requests.values(), *extra]}
     known = cache.known_keys(unique) if cache is not None else set()
-    return RequestPlan(params, requests, unique, known)
+    return RequestPlan(params, requests, unique, known, extra)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from distilflow.generate.ask import TEACHER_SPLITS, Row, TeacherRun, ask_teacher, check_success, teacher_rows
 from distilflow.generate.combine import AgreementMatrix, Vote, passes, vote
+from distilflow.generate.labels import label_balance
 from distilflow.generate.synthetic import RowAnswer, build_synthetic
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
@@ -35,6 +36,7 @@ def team_stage(ctx: StageContext) -> dict[str, Any]:
             per_teacher[teacher.name] = _figures(ctx, teacher, run, cache, votes)
             failed += run.failure_records(ctx.inputs.examples, teacher.name)
         answers, matrix = _combine(ctx, rows, votes)
+        balance = label_balance(ctx, answers.get("train", []))  # the combined labels, before training on them
         write_jsonl_atomic(ctx.paths.failed, failed)
         asked = [row for row in rows if votes[row]]
         unanswered = sum(not any(v.texts for v in votes[row]) for row in asked)
@@ -50,7 +52,8 @@ def team_stage(ctx: StageContext) -> dict[str, Any]:
     return {**totals, **({"cost_usd": round(sum(costs), 6)} if costs else {}), "combine": spec.combine,
             "teachers": per_teacher, "agreement_matrix": matrix.as_dict(),
             "this_run": {"seconds": round(time.monotonic() - started, 3),
-                         "answers": sum(f["this_run"]["answers"] for f in per_teacher.values())}, **summary}
+                         "answers": sum(f["this_run"]["answers"] for f in per_teacher.values())}, **summary,
+            **({"label_balance": balance} if balance else {})}
 
 
 def _rows_for(ctx: StageContext, index: int, rows: list[Row], votes: dict[Row, list[Vote]]) -> list[Row]:

@@ -112,6 +112,10 @@ class JobSpec(_Section):
         if self.generation.answer_mode == "rank" and any(t.backend != "hf" for t in self.teacher_list()):
             raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
+        if self.generation.calibration != "none" and "calibration" in self.generation.model_fields_set and (
+                self.generation.answer_mode != "rank" or self.teachers):
+            raise ValueError("generation.calibration corrects the label scores of one teacher ranking the labels "
+                             "(generation.answer_mode: rank, one teacher:); remove it or set it to none")
         if self.labels is not None and self.task_type != "classification":
             raise ValueError("labels are the label set of task_type classification")
         if (self.json_schema is not None) != (self.task_type == "extraction"):
@@ -164,9 +168,22 @@ class JobSpec(_Section):
         return self.model_dump(mode="json", exclude_none=True, exclude={"teacher"} if self.teachers else None,
                                by_alias=True)
 
+    @property
+    def label_calibration(self) -> str:
+        """generation.calibration where it acts (a teacher ranking the labels, one teacher); "none" elsewhere."""
+        rank = self.generation.answer_mode == "rank" and not self.teachers
+        return self.generation.calibration if rank else "none"
+
     def fingerprint_dict(self) -> dict[str, Any]:
-        """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling."""
+        """`public_dict` as the stage fingerprints hash it: renamed keys keep their old spelling; settings added
+        later join only where they change what the stage does (finished jobs are not redone after an upgrade)."""
         d = self.public_dict()
+        generation = d["generation"]
+        if generation.get("few_shot_order") == "shuffled":  # the order the few-shot block always had
+            del generation["few_shot_order"]
+        generation.pop("calibration", None)
+        if self.label_calibration != "none":
+            generation["calibration"] = self.label_calibration
         return {key: fingerprint_spelling(key, value, self._given(key)) if isinstance(value, dict) else value
                 for key, value in d.items()}
 

@@ -25,6 +25,12 @@ def check_name(value: str | None) -> str | None:
 
 PromptFormat = Literal["chat", "completion"]  # chat template, or plain text (see models/prompts.py)
 AnswerMode = Literal["generate", "rank"]  # free text parsed to an answer, or the best-scoring label
+# How a ranking teacher's label scores are corrected for its bias (teachers/calibration.py); "none" first: the old way.
+CALIBRATIONS = ("none", "content_free", "prior")
+Calibration = Literal[CALIBRATIONS]  # type: ignore[valid-type]
+# The order of the teacher's few-shot block (teachers/requests.py); "shuffled" first: the old way.
+FEW_SHOT_ORDERS = ("shuffled", "round_robin")
+FewShotOrder = Literal[FEW_SHOT_ORDERS]  # type: ignore[valid-type]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 Dtype = Literal[DTYPES]  # type: ignore[valid-type]
 # transformers' schedulers that need no extra arguments (others would fail at training time, after the teacher).

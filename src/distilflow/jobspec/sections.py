@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distilflow.secrets import check_env_name, check_plain_header, check_url, read_env_secret
-from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Device, Dtype, ModelLabel,
-                                   PromptFormat, check_name)
+from distilflow.jobspec.names import (LR_SCHEDULERS, MODEL_LABELS, TRAINING_METHODS, AnswerMode, Calibration, Device, Dtype,
+                                   FewShotOrder, ModelLabel, PromptFormat, check_name)
 
 # No model has a longer context than this (the longest served in 2025 take about 1M tokens): a larger max_tokens is a
 # typo, refused at load, before a dry run prints figures of trillions of tokens.
@@ -212,6 +212,10 @@ class GenerationSpec(_Section):
     )
     few_shot: int = Field(0, ge=0, description="labelled training rows put in the teacher's prompt only")
     answer_mode: AnswerMode = Field("generate", description="rank: the teacher picks the best-scoring label")
+    few_shot_order: FewShotOrder = Field("shuffled", description="the few-shot block's order: shuffled (seeded), or "
+                                         "round_robin (one shot per label in turn, labels in sorted order)")
+    calibration: Calibration = Field("none", description="answer_mode rank: how the teacher's label scores are "
+                                     "corrected for its label bias before use (none, content_free, prior)")
     verify: Literal["reference", "majority", "none"] = "reference"
     min_success_ratio: float = Field(0.9, ge=0, le=1)
     deduplicate: bool = True

@@ -72,6 +72,10 @@ class PrefixCache:
 
     def last_logits(self, suffix_ids: Any, suffix_mask: Any) -> Any:
         """Next-token logits after each (left-padded) suffix, [batch, vocab]."""
+        return self.logits(suffix_ids, suffix_mask, 1)[:, -1, :]
+
+    def logits(self, suffix_ids: Any, suffix_mask: Any, keep: int) -> Any:
+        """Next-token logits at the last `keep` positions of each (left-padded) suffix, [batch, keep, vocab]."""
         import torch
 
         batch = suffix_ids.shape[0]
@@ -81,11 +85,11 @@ class PrefixCache:
         try:
             with torch.inference_mode():
                 out = self.model(input_ids=suffix_ids, attention_mask=torch.cat([prefix_mask, suffix_mask], dim=1),
-                                 position_ids=positions, use_cache=True, logits_to_keep=1,
+                                 position_ids=positions, use_cache=True, logits_to_keep=keep,
                                  **{self._argument: cache})
         finally:
             self._crop(cache)
-        return out.logits[:, -1, :]
+        return out.logits
 
 
     def hidden_states(self, input_ids: Any, attention_mask: Any) -> Any:
@@ -162,24 +166,32 @@ def _last_logits(model: Any, tokenizer: Any, prompts: list[str], prefix: PrefixC
 
 def _score_full_continuations(model: Any, tokenizer: Any, prompts: list[str], label_ids: list[list[int]],
                               prefix: PrefixCache | None) -> LabelScores:
-    """Labels sharing a first token: score each whole continuation (prompt + label, one row per label)."""
+    """Labels sharing a first token: score each whole continuation (prompt + label, one row per label); after the
+    shared prefix's cache where there is one (each row is then the prompt's own tokens and the label)."""
     import torch
 
     logprobs, lengths = [], []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    keep = max(len(ids) for ids in label_ids) + 1
     for prompt in prompts:
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         lengths.append(len(prompt_ids))
-        rows = [prompt_ids + ids for ids in label_ids]
+        own = prompt_ids[prefix.length:] if prefix is not None else prompt_ids
+        rows = [own + ids for ids in label_ids]
         width = max(len(r) for r in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
-        with torch.inference_mode():
-            log_probs = model(input_ids=input_ids, attention_mask=mask).logits.float().log_softmax(-1)
-        scores = []
-        for row, ids in enumerate(label_ids):
-            start = len(prompt_ids)
-            scores.append(sum(float(log_probs[row, start + j - 1, token]) for j, token in enumerate(ids)))
-        logprobs.append(scores)
-    del prefix  # whole-continuation scoring reruns the prompt: rare (labels sharing a first token), kept simple
+        # Left-padded: every row ends at the last column, so label token j of a label of n tokens is at column
+        # width - n + j, predicted by the logits one column before it.
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
+        if prefix is not None:
+            logits = prefix.logits(input_ids, mask, min(keep, width))
+        else:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                               logits_to_keep=min(keep, width)).logits
+        log_probs = logits.float().log_softmax(-1)
+        kept = log_probs.shape[1]
+        logprobs.append([sum(float(log_probs[row, kept - len(ids) + j - 1, token]) for j, token in enumerate(ids))
+                         for row, ids in enumerate(label_ids)])
     return LabelScores(logprobs, [max(range(len(row)), key=row.__getitem__) for row in logprobs], lengths)

@@ -75,12 +75,14 @@ def worse_than_teacher(shares: dict[str, float | None], teacher: dict[str, float
 
 
 def warnings(report: dict[str, Any]) -> list[str]:
-    """Sentences for the top of the report: students whose answers degenerate clearly more than the teacher's (on
-    any kind of degeneration), and judges whose controls failed."""
+    """Sentences for the top of the report: a teacher whose labels are spread far from the labelled rows' (the
+    teacher stage's label-bias check: the student learned that bias), students whose answers degenerate clearly
+    more than the teacher's (on any kind of degeneration), and judges whose controls failed."""
+    balance = (report.get("teacher_stage") or {}).get("label_balance") or {}
+    found = [balance["warning"]] if balance.get("biased") and balance.get("warning") else []
     results = model_results(report)
     teacher = results.get("teacher") or results.get(report.get("relative_to") or "")
     reference = (teacher.degeneration or {}) if teacher and teacher.evaluated else {}
-    found = []
     for label, m in results.items():
         if m is teacher or not m.degeneration or not m.evaluated:
             continue

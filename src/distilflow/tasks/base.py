@@ -112,6 +112,12 @@ class Task:
         task can rank); empty when it generates its answer."""
         return self.labels if answer_mode == "rank" and "rank" in self.answer_modes else ()
 
+    def label_balance(self, answers: Sequence[str | None], labelled: Sequence[Any]) -> dict[str, Any] | None:
+        """How far the teacher's answers (`answers`: each input's extracted answer) are spread differently from the
+        labelled rows' references (`labelled`): the figures of the label-bias check, with `biased` where it fires.
+        None for tasks without a label set (nothing to compare)."""
+        return None
+
     def report_sections(self, predictions: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """The task's own parts of report.json, from each model's prediction rows (label -> rows); the report
         pages draw the ones they know (classification: "confusion"). None by default."""

@@ -9,6 +9,7 @@ Scores: accuracy and macro-F1 (mean over labels of per-label F1), both with boot
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,12 @@ PROMPT = "Message: {text}\nLabel:"
 TEXT_FIELDS = ("text", "message", "sentence", "utterance")
 LABEL_FIELDS = ("label", "category", "intent")  # Banking77 calls it category
 _SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
+# The label-bias check fires when the total variation distance between the teacher's label shares and the labelled
+# rows' is above this. Measured (bench/README.md, "Teacher labels"): a teacher that spreads its answers like the
+# data stays below ~0.2 on 250 answers (sampling noise alone is ~0.08 for ten labels); the biased ones measured
+# were at 0.4 and above.
+MAX_LABEL_DISTANCE = 0.3
+MIN_BALANCE_ANSWERS = 20  # fewer answers are too noisy to judge
 
 
 def label_key(text: str) -> str:
@@ -70,6 +77,24 @@ class ClassificationTask(Task):
 
     def for_test_file(self, examples: Sequence[Example]) -> "ClassificationTask":
         return self.labels_from(e.reference for e in examples)
+
+    def label_balance(self, answers: Sequence[str | None], labelled: Sequence[Any]) -> dict[str, Any] | None:
+        """The teacher's label shares against the labelled rows': their total variation distance (half the summed
+        absolute differences: the share of answers that would have to change label to match), the largest answer
+        label with its share and its labelled share, and `biased` where the distance exceeds MAX_LABEL_DISTANCE."""
+        counts = Counter(a for a in answers if a in self._by_key.values())
+        wanted = Counter(r for r in labelled if r in self._by_key.values())
+        n, m = sum(counts.values()), sum(wanted.values())
+        if not n or not m:
+            return None
+        shares = {label: counts[label] / n for label in self.labels}
+        expected = {label: wanted[label] / m for label in self.labels}
+        distance = sum(abs(shares[label] - expected[label]) for label in self.labels) / 2
+        top = max(self.labels, key=lambda label: shares[label])
+        return {"answers": n, "labelled": m, "distance": round(distance, 4), "threshold": MAX_LABEL_DISTANCE,
+                "top_label": top, "top_share": round(shares[top], 4), "top_labelled_share": round(expected[top], 4),
+                "biased": n >= MIN_BALANCE_ANSWERS and distance > MAX_LABEL_DISTANCE,
+                "shares": {label: round(share, 4) for label, share in shares.items()}}
 
     def report_sections(self, predictions: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """The confusion matrix of each model that answered (report.html draws it)."""

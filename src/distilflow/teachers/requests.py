@@ -10,6 +10,8 @@ from typing import Any
 from distilflow.models import GenerationParams, Message
 from distilflow.jobspec import JobSpec
 from distilflow.tasks import Example, Task
+from distilflow.tasks.base import user_prompt
+from distilflow.teachers.calibration import CONTENT_FREE_INPUTS
 from distilflow.teachers.base import TeacherRequest, request_fingerprint
 
 
@@ -26,7 +28,8 @@ def generation_params(spec: JobSpec, task: Task | None = None) -> GenerationPara
 def few_shot_examples(spec: JobSpec, task: Task, train: Sequence[Example]) -> list[Example]:
     """`generation.few_shot` labelled training rows for the teacher's prompt: spread evenly over the answers they
     teach (round robin over the labels), chosen with `generation.seed`, the same for every request (so the block
-    is a prefix every prompt shares, and its cache is reused)."""
+    is a prefix every prompt shares, and its cache is reused). `generation.few_shot_order` orders the block:
+    `shuffled` (seeded) or `round_robin` (one shot of each answer in turn, answers in sorted order, as chosen)."""
     wanted = spec.generation.few_shot
     labelled = [e for e in train if e.reference is not None]
     if not wanted or not labelled:
@@ -42,7 +45,8 @@ def few_shot_examples(spec: JobSpec, task: Task, train: Sequence[Example]) -> li
         for key in sorted(groups):
             if groups[key] and len(chosen) < wanted:
                 chosen.append(groups[key].pop())
-    rng.shuffle(chosen)
+    if spec.generation.few_shot_order == "shuffled":
+        rng.shuffle(chosen)
     return chosen
 
 
@@ -78,6 +82,17 @@ def build_requests(examples: list[Example], spec: JobSpec, identity: dict[str, A
         messages = teacher_messages(example, spec, shots)
         requests.append(TeacherRequest(key=request_fingerprint(identity, messages, params), messages=messages))
     return requests
+
+
+def content_free_requests(spec: JobSpec, task: Task, identity: dict[str, Any], params: GenerationParams,
+                          shots: Sequence[Message] = ()) -> list[TeacherRequest]:
+    """The teacher's requests for the content-free inputs (teachers/calibration.py) under the job's prompt, when
+    `generation.calibration: content_free` calibrates a ranking teacher; none otherwise. Cached like any other."""
+    if spec.label_calibration != "content_free" or not params.choices:
+        return []
+    examples = [Example(id=f"content_free:{text}", messages=user_prompt(task.prompt_for_input(text)))
+                for text in CONTENT_FREE_INPUTS]
+    return build_requests(examples, spec, identity, params, shots)
 
 
 def teacher_plan(spec: JobSpec, task: Task, train: Sequence[Example]) -> tuple[GenerationParams, list[Message]]:

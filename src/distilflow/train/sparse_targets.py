@@ -27,15 +27,12 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from distilflow.models import render_chat
+from distilflow.models import TopLogprobs, render_chat
 from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
-
-if TYPE_CHECKING:
-    from distilflow.models import TopLogprobs
 
 _ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
@@ -255,6 +252,8 @@ def teacher_target_rows(cache: TeacherCache, synthetic: list[dict[str, Any]], se
         ids = logprobs = None
         top = answer.top_logprobs[sample] if answer and answer.top_logprobs and sample < len(answer.top_logprobs) \
             else None
+        if "label_logprobs" in row and settings.labels:  # calibrated by the teacher stage: these, not the raw scores
+            top = TopLogprobs(logprobs=[row["label_logprobs"]], tokens=[list(settings.labels)])
         ranked = top is not None and label_mapper is not None and label_mapper.covers(top)
         if top is not None:
             ids, logprobs, unmappable, total = stored_targets(top, label_mapper if ranked else mapper,
