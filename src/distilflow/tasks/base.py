@@ -114,6 +114,21 @@ class Task:
         pages draw the ones they know (classification: "confusion"). None by default."""
         return {}
 
+    # ----- inputs written by a teacher (`inputs:`) ------------------------------------------
+    def write_targets(self) -> tuple[str, ...]:
+        """The targets a written input is written for, spread evenly over them (a classification task's labels);
+        none by default: every input is written for the task as a whole."""
+        return ()
+
+    def input_text(self, example: Example) -> str:
+        """An input as a person wrote it: what a seed shows the writer and what near-duplicates are compared on.
+        By default the text of its user turns."""
+        return "\n".join(m["content"] for m in example.messages if m["role"] == "user")
+
+    def row_for_input(self, text: str) -> dict[str, Any]:
+        """A data row holding one written input (read like any given row, with no reference)."""
+        return {"messages": [{"role": "user", "content": text}]}
+
     # ----- reading rows ------------------------------------------------------------------
     def example_from_row(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
         """Prompt messages and reference for one JSON row; raises RowError with what is wrong."""
