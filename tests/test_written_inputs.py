@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 
+import pytest
 from conftest import write_jsonl
 from openai_server import OpenAIServer, ServerConfig
 
@@ -152,6 +153,7 @@ def test_a_completion_prompt_is_a_numbered_list_the_writer_continues():
     assert parse_numbered("Sure! Here they are:\n1. one\n2) two\n\n3. three", "chat", 1, 2) == ["one", "two"]
 
 
+@pytest.mark.slow  # ~35 s on two shared cores (a local model writes, then labels)
 def test_a_local_teacher_writes_through_the_completion_form(tmp_path, tiny_models):
     write_jsonl(tmp_path / "train.jsonl", [{"text": f"seed message {i} on {words_of(label)}", "label": label}
                                            for label in LABELS for i in range(5)])
@@ -166,8 +168,9 @@ def test_a_local_teacher_writes_through_the_completion_form(tmp_path, tiny_model
     paths = workspace.job("local")
     written = read_rows(paths.written_inputs)
     assert written and {r["written_for"] for r in written} <= set(LABELS)
+    writing = estimate_generate(spec, workspace)["writing"]  # the first round, all answered now
+    assert (writing["prompt_format"], writing["cached"], writing["requests"]) == ("completion", 6, 0)
     with TeacherCache(paths.teacher_cache) as cache:
-        prompt = cache.get_request(written[0]["request"]) if hasattr(cache, "get_request") else None
+        assert all(cache.get(r["request"]) is not None for r in written)
     train = [r for r in read_rows(paths.synthetic_split("train")) if r["id"].startswith("written-")]
     assert len(train) == len(written) and all(r["messages"][-1]["content"] in LABELS for r in train)
-    del prompt

@@ -41,9 +41,12 @@ from distilflow.teachers.cache import TeacherCache
 # Until the data checks' own setting (data.near_duplicate_threshold) exists: the one place this threshold is set.
 NEAR_DUPLICATE_THRESHOLD = 0.8
 WRITTEN_ID = "written-"
-# Writing rounds: the first asks for the count (with a margin); later ones only for what duplicates took away.
-MAX_ROUNDS = 3
-OVERASK = 1.2  # duplicates are common with small writers: ask 20% more in the first round than the quota
+# Writing rounds: the first asks for the count (with a margin); later ones for what is still missing, at the yield
+# the earlier rounds had. Measured with SmolLM2-135M (bench/written_inputs.py): a request asking for 8 inputs gave
+# ~1.5 kept ones (the list ends at a blank line after an item or two, and a share are duplicates).
+MAX_ROUNDS = 5
+OVERASK = 1.2  # duplicates are common with small writers: ask 20% more than is missing
+MIN_YIELD = 0.5  # kept inputs per request assumed at the least (a round that kept nothing does not ask forever)
 WRITE_SPLIT, REWRITE_SPLIT = "write", "rewrite"  # the Row names of writing requests in a plan
 
 
@@ -100,9 +103,10 @@ def writing_params(spec: JobSpec, prompt_format: str, first_number: int) -> Gene
 
 
 def plan_round(spec: JobSpec, task: Task, seeds: Sequence[Example], missing: dict[str, int], round_no: int,
-               prompt_format: str) -> list[Planned]:
+               prompt_format: str, per_request: float | None = None) -> list[Planned]:
     """The writing requests of one round: enough for what each target misses, each with its own directive and
-    seeds (chosen by inputs.seed, the round and the request: a re-run plans the same requests)."""
+    seeds (chosen by inputs.seed, the round and the request: a re-run plans the same requests). `per_request`: the
+    inputs a request is expected to keep (default: as many as it asks for)."""
     inputs = spec.inputs
     assert inputs is not None
     pools: dict[str, list[Example]] = {}
@@ -112,7 +116,7 @@ def plan_round(spec: JobSpec, task: Task, seeds: Sequence[Example], missing: dic
     planned = []
     for target, wanted in missing.items():
         pool = pools.get(target, []) + pools.get("", []) or list(seeds)  # a target without seeds of its own
-        asked = math.ceil(wanted * (OVERASK if round_no == 0 else 1.0) / inputs.per_request)
+        asked = math.ceil(wanted * OVERASK / max(MIN_YIELD, inputs.per_request if per_request is None else per_request))
         for i in range(asked):
             rng = random.Random(f"{inputs.seed}:{round_no}:{target}:{i}")
             shown = rng.sample(pool, min(inputs.seeds_per_request, len(pool)))
@@ -172,11 +176,13 @@ def _collect(ctx: StageContext, cache: TeacherCache, seeds: Sequence[Example], i
     spec = ctx.spec
     assert spec.inputs is not None
     quota = quotas(spec.inputs.count, ctx.task.write_targets() or ("",))
+    asked, per_request = 0, None  # requests so far; inputs kept per request so far (None: none asked yet)
     for round_no in range(MAX_ROUNDS):
         missing = {t: n - len(tally.kept.get(t, [])) for t, n in quota.items() if n > len(tally.kept.get(t, []))}
         if not missing:
             return
-        planned = plan_round(spec, ctx.task, seeds, missing, round_no, prompt_format)
+        planned = plan_round(spec, ctx.task, seeds, missing, round_no, prompt_format, per_request)
+        asked += len(planned)
         requests, failed = _ask_round(ctx, cache, planned, f"{WRITE_SPLIT}{round_no}", "writing inputs")
         tally.failed_requests += failed
         for (_, i), request in requests.items():
@@ -196,6 +202,7 @@ def _collect(ctx: StageContext, cache: TeacherCache, seeds: Sequence[Example], i
                 index.add(written_id, text)
                 mine.append(Written(written_id, text, plan.target, request.key, round_no,
                                     plan.directive.as_dict() if plan.directive else {}, plan.seeds))
+        per_request = sum(len(rows) for rows in tally.kept.values()) / asked
 
 
 def _rewrite(ctx: StageContext, cache: TeacherCache, index: NearDuplicateIndex, tally: Tally,
