@@ -68,6 +68,16 @@ class JobPaths:
         return self.synthetic / "failed.jsonl"
 
     @property
+    def written_inputs(self) -> Path:
+        """Training inputs the writer wrote (`inputs:`), each with its provenance: directive, seeds shown."""
+        return self.synthetic / "written_inputs.jsonl"
+
+    @property
+    def written_dropped(self) -> Path:
+        """Written inputs left out (duplicates, near-duplicates of given inputs, unusable), with the reason."""
+        return self.synthetic / "written_dropped.jsonl"
+
+    @property
     def cache(self) -> Path:
         return (self.data_root or self.root) / "cache"
 

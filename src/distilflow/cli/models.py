@@ -1,4 +1,4 @@
-"""The commands about models: evaluate-model, export, serve, ui, models list."""
+"""The commands about models and their data: evaluate-model, export, serve, ui, models list, inputs-from-logs."""
 
 from __future__ import annotations
 
@@ -142,5 +142,25 @@ def models_list(workspace: WorkspaceOption = None, debug: DebugOption = False, c
         for m in models:
             table.add_row(m.name, m.label, m.job, m.task_type, m.path, m.report or "-", age(m.registered_at))
         Console().print(table)
+
+    guard(debug, action)
+
+
+@app.command("inputs-from-logs")
+def inputs_from_logs(
+    logs: Annotated[Path, typer.Argument(help="JSONL chat logs: chat-completions requests (with or without their "
+                                              "responses), stored-completions exports, or rows with 'messages'.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for inputs.jsonl (and recorded.jsonl).")],
+    answers: Annotated[str, typer.Option("--answers", help="keep: the logged answers become recorded teacher answers; "
+                                                          "discard: the job's teacher answers afresh.")] = "keep",
+    debug: DebugOption = False,
+) -> None:
+    """Turn chat logs into training inputs, keeping or discarding the answers in them."""
+    def action() -> None:
+        from distilflow.teachers.logs import import_logs
+
+        if answers not in ("keep", "discard"):
+            raise DistilflowError(f"--answers is keep or discard, not {answers!r}")
+        typer.echo(import_logs(logs, out, answers).summary())  # type: ignore[arg-type]
 
     guard(debug, action)

@@ -40,10 +40,21 @@ def check_answer_fits(spec: JobSpec, teacher: TeacherSpec) -> None:
 
 
 def run_generate(ctx: "StageContext") -> dict[str, Any]:
+    tally = None
+    if ctx.spec.inputs is not None:  # the writer writes training inputs first; the teacher answers them with the rest
+        from distilflow.generate.write_inputs import with_written_inputs
+
+        ctx, tally = with_written_inputs(ctx)
     if ctx.spec.combine is None:  # one teacher
         from distilflow.generate.run import generate_stage
 
-        return generate_stage(ctx)
-    from distilflow.generate.team import team_stage
+        metrics = generate_stage(ctx)
+    else:
+        from distilflow.generate.team import team_stage
 
-    return team_stage(ctx)
+        metrics = team_stage(ctx)
+    if tally is not None:
+        from distilflow.generate.write_inputs import written_figures
+
+        metrics["written_inputs"] = written_figures(ctx, tally)
+    return metrics

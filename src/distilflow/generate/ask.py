@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,9 +117,23 @@ class TeacherRun:
 def ask_teacher(ctx: StageContext, spec: TeacherSpec, cache: TeacherCache, rows: Sequence[Row],
                 description: str) -> TeacherRun:
     """Ask the teacher of `spec` for what `cache` lacks of `rows`, committing each answer as it arrives."""
+    return ask_planned(ctx, spec, cache, description, lambda identity: plan_requests(
+        ctx.spec, ctx.task, ctx.inputs.examples, rows, identity, cache))
+
+
+def known_plan(params: GenerationParams, requests: dict[Row, TeacherRequest], cache: TeacherCache | None) -> RequestPlan:
+    """A plan of requests built elsewhere (the inputs writer's), with the keys `cache` already answers."""
+    unique = {request.key: request for request in requests.values()}
+    return RequestPlan(params, requests, unique, cache.known_keys(unique) if cache is not None else set())
+
+
+def ask_planned(ctx: StageContext, spec: TeacherSpec, cache: TeacherCache, description: str,
+                plan_for: Callable[[dict[str, Any]], RequestPlan]) -> TeacherRun:
+    """Ask the teacher of `spec` for the pending requests of the plan `plan_for(its identity)` makes: the one way
+    every caller (the teacher's answers, the inputs writer) asks, each answer committed as it arrives."""
     teacher = load_teacher(spec)
     try:
-        plan = plan_requests(ctx.spec, ctx.task, ctx.inputs.examples, rows, teacher.identity(), cache)
+        plan = plan_for(teacher.identity())
         pending = plan.pending
         log.info("%s: %d prompts, %d already answered, %d to ask", description, len(plan.unique), len(plan.known),
                  len(pending))

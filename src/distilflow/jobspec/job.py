@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from distilflow.jobspec.data import DataSpec
+from distilflow.jobspec.inputs import InputsSpec
 from distilflow.jobspec.names import TaskType, check_name
 from distilflow.jobspec.sections import (EvaluationSpec, GenerationSpec, Hyperparameters, StudentSpec, TeacherSpec,
                                       TeamTeacherSpec, TrainingSpec, _Section)
@@ -55,6 +56,7 @@ class JobSpec(_Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     tune: TuneSpec | None = None
+    inputs: InputsSpec | None = None  # training inputs written by the teacher (jobspec/inputs.py)
 
     # The name the distilled student is registered under (default: STUDENT-distilled), as Azure ML's
     # DistillationJob(output_model_name=...).
@@ -106,6 +108,8 @@ class JobSpec(_Section):
         t = self.teacher
         if not self.teachers:
             self._check_backend(t, "teacher")
+        if self.inputs is not None and self.inputs.writer is not None:
+            self._check_backend(self.inputs.writer, "inputs.writer")
         ranked = self.generation.answer_mode == "rank" or self.evaluation.answer_mode == "rank"
         if ranked and self.task_type != "classification":
             raise ValueError("answer_mode rank picks one of the labels: it needs task_type classification")

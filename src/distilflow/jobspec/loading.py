@@ -139,6 +139,11 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
         resolved = [_resolve_teacher(j, base) for j in (judges if isinstance(judges, list) else [judges])]
         updates["evaluation"] = spec.evaluation.model_copy(
             update={"judge": resolved if isinstance(judges, list) else resolved[0]})
+    if spec.inputs is not None:  # the seed rows and a writer of its own
+        writer = spec.inputs.writer
+        updates["inputs"] = spec.inputs.model_copy(update={
+            "seeds": resolve_relative(spec.inputs.seeds, base),
+            "writer": None if writer is None else _resolve_teacher(writer, base)})
     spec = spec.model_copy(update=updates)
     spec.student = spec.student.model_copy(update={"model": resolve_model_ref(spec.student.model, base)})
     return spec

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from distilflow.fingerprint import digest
+from distilflow.fingerprint import digest, file_digest
 from distilflow.jobs.context import StageContext
 from distilflow.jobs.store import STAGES
 from distilflow.jobspec import JobSpec
@@ -61,7 +61,10 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
                        # an extraction schema decides which teacher answers are kept (absent: the fingerprint it had)
                        *([d["schema"]] if "schema" in d else []),
                        # rows prepare dropped or cut (absent when the data passed every check: the fingerprint it had)
-                       *([data_hashes[PREPARED_KEY]] if PREPARED_KEY in data_hashes else [])])
+                       *([data_hashes[PREPARED_KEY]] if PREPARED_KEY in data_hashes else []),
+                       # written inputs: the section, its seed rows, and the test rows they are kept away from
+                       *([d["inputs"], spec.inputs and spec.inputs.seeds and file_digest(spec.inputs.seeds),
+                          data_hashes.get("test")] if "inputs" in d else [])])
     student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
     train = digest([generate, student, d["hyperparameters"], d["training"]])
     evaluate = digest([train, d["evaluation"], data_hashes.get("test")])

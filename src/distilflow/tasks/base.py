@@ -123,6 +123,16 @@ class Task:
         pages draw the ones they know (classification: "confusion"). None by default."""
         return {}
 
+    # ----- inputs written by a teacher (`inputs:`) ------------------------------------------
+    def write_targets(self) -> tuple[str, ...]:
+        """The targets a written input is written for, spread evenly over them (a classification task's labels);
+        none by default: every input is written for the task as a whole."""
+        return ()
+
+    def row_for_input(self, text: str) -> dict[str, Any]:
+        """A data row holding one written input (read like any given row, with no reference)."""
+        return {"messages": [{"role": "user", "content": text}]}
+
     # ----- reading rows ------------------------------------------------------------------
     def example_from_row(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
         """Prompt messages and reference for one JSON row; raises RowError with what is wrong."""
@@ -151,7 +161,8 @@ class Task:
 
     def input_text(self, example: Example) -> str:
         """The input in the user's own words, without the task's prompt template: what the near-duplicate and
-        length checks of the data look at (two short messages in one template would otherwise look alike). The
+        length checks of the data look at (two short messages in one template would otherwise look alike), and what
+        a seed shows the inputs writer. The
         row's `input_fields` when it has them, else its user turns (chat-form rows)."""
         given = [str(example.fields[k]) for k in self.input_fields if isinstance(example.fields.get(k), str)]
         return "\n".join(given) if given else "\n".join(m["content"] for m in example.messages if m["role"] == "user")

@@ -28,6 +28,7 @@ _SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
 # were at 0.4 and above.
 MAX_LABEL_DISTANCE = 0.3
 MIN_BALANCE_ANSWERS = 20  # fewer answers are too noisy to judge
+_PROMPT_PARTS = re.compile(r"Message: (.*)\nLabel:", re.DOTALL)  # PROMPT's two parts around the text
 
 
 def label_key(text: str) -> str:
@@ -99,6 +100,21 @@ class ClassificationTask(Task):
     def report_sections(self, predictions: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """The confusion matrix of each model that answered (report.html draws it)."""
         return {"confusion": {label: confusion_counts(self, rows) for label, rows in predictions.items() if rows}}
+
+    # ----- written inputs ---------------------------------------------------------------------------------
+    def write_targets(self) -> tuple[str, ...]:
+        return self.labels
+
+    def input_text(self, example: Example) -> str:
+        given = next((example.fields[k] for k in TEXT_FIELDS if isinstance(example.fields.get(k), str)), None)
+        if given is not None:
+            return given.strip()
+        prompt = super().input_text(example)  # a chat-form row: its prompt, less the task's own wrapping
+        match = _PROMPT_PARTS.fullmatch(prompt.strip())
+        return match.group(1) if match else prompt
+
+    def row_for_input(self, text: str) -> dict[str, Any]:
+        return {"text": text}
 
     # ----- rows -------------------------------------------------------------------------------------------
     def example_from_fields(self, row: dict[str, Any]) -> tuple[list[Message], Any]:
