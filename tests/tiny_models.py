@@ -123,3 +123,17 @@ def build_pair(root: Path) -> tuple[Path, Path]:
     teacher = build_model(root / "teacher", tokenizer, layers=4, hidden=64, seed=1)
     student = build_model(root / "student", tokenizer, layers=2, hidden=32, seed=2)
     return teacher, student
+
+
+def build_merge_tokenizer(merges: list[tuple[str, str]], alphabet: str = "abcdefghijklmnopqrstuvwxyz "):
+    """A character BPE with the given merges and no pre-tokenizer, so a test knows every split by hand: merges that
+    build whole words give a tokenizer that keeps words whole, a few short merges one that splits them."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<|endoftext|>", *alphabet])}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<|endoftext|>"))
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 # Batch columns holding stored teacher targets (sparse_kd), [batch, sequence, K]; the target at position j is
 # the teacher's distribution for token j.
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
-TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
+# Targets from a teacher of another tokenizer: its probabilities no student token stands for (alignment.py), [b, s, U].
+UNMATCHED = "teacher_unmatched"
+TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS, UNMATCHED)
 
 
 def distill_settings(training: "TrainingSpec") -> DistillSettings:
@@ -161,8 +163,9 @@ class DistillationTrainer(SFTTrainer):
         with maybe_gather_lm_head_ctx(layer.weight, getattr(layer, "bias", None)):
             head = lm_head(unwrapped)
             if targets:  # stored or served top-K targets (sparse_kd, on_policy with a served teacher)
+                unmatched = targets[UNMATCHED][:, 1:] if UNMATCHED in targets else None
                 terms: LossTerms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:],
-                                                  shifted, self.distill, normalizer)
+                                                  shifted, self.distill, normalizer, unmatched)
             else:
                 assert teacher_hidden is not None, "a distillation batch needs a local teacher or top-K targets"
                 terms = mixture_kd_loss(hidden, head, self._targets(teacher_hidden, model_inputs), shifted,
