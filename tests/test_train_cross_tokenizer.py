@@ -84,3 +84,35 @@ def test_api_word_pieces_in_a_real_cache_become_student_targets_whose_product_is
         position += len(pieces)
     assert position == len(ids) == stats.alignment.aligned_tokens
     assert stats.alignment.unmatched_pieces == 4 and stats.metrics()["unmatched_teacher_mass_share"] == pytest.approx(0.05, abs=1e-3)
+
+
+def test_a_local_teachers_stored_ids_of_another_tokenizer_are_spelt_and_aligned(tmp_path, tiny_models):
+    import math
+
+    from tiny_models import build_tokenizer
+
+    from distilflow.models import load_tokenizer
+    from distilflow.teachers.base import TeacherAnswer, TopLogprobs
+    from distilflow.teachers.cache import TeacherCache
+    from distilflow.train.distill_trainer import TOPK_IDS
+    from distilflow.train.sparse_targets import (
+        SparseStats,
+        TargetSettings,
+        teacher_target_rows,
+    )
+
+    teacher = load_tokenizer(str(tiny_models["teacher"]))
+    student = build_tokenizer(tmp_path / "splitter", vocab_size=300)  # another vocabulary, splitting more
+    answer = "The quick brown fox"
+    own = teacher(answer, add_special_tokens=False)["input_ids"]
+    other = teacher(" dog", add_special_tokens=False)["input_ids"][0]
+    top = TopLogprobs(logprobs=[[math.log(0.7), math.log(0.2)]] * len(own), token_ids=[[i, other] for i in own])
+    with TeacherCache(tmp_path / "teacher.sqlite") as cache:
+        cache.put_many([TeacherAnswer(key="k", texts=[answer], top_logprobs=[top])])
+        stats = SparseStats()
+        messages = [{"role": "user", "content": "Say it."}, {"role": "assistant", "content": answer}]
+        settings = TargetSettings(student, len(student), 256, teacher_tokenizer=teacher)
+        (row,) = teacher_target_rows(cache, [{"teacher_key": "k", "messages": messages}], settings, stats)
+    assert stats.aligned_rows == 1 and stats.rows_without_targets == 0
+    assert [ids[0] for ids in row[TOPK_IDS]] == student(answer, add_special_tokens=False)["input_ids"]
+    assert stats.alignment.aligned_tokens == len(row[TOPK_IDS]) > len(own)  # the student splits the teacher's words

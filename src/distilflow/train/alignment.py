@@ -93,6 +93,8 @@ def recover_teacher_tokens(answer: str, pieces: list[list[str]], logprobs: list[
         if at >= len(text):
             break
         row = [(p, float(v)) for p, v in zip(row_pieces, row_logprobs) if p and v != -math.inf]
+        if not positions:  # a stored answer is stripped: its first token may have lost its leading space
+            row = [(p.lstrip() or p, v) for p, v in row]
         # The longest piece that continues the text: the sampled one (a shorter match is a prefix of it).
         fits = [(p, v) for p, v in row if piece_bytes(p) and text.startswith(piece_bytes(p), at)]
         if not fits:

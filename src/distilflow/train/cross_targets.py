@@ -6,6 +6,7 @@ alignment.py. The row has the same columns as sparse_targets.build_row's, plus t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,39 @@ from distilflow.train.alignment import AlignStats, TeacherPosition, align_answer
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
 
 NO_ANSWER_IN_TEMPLATE = "answer_not_found_in_student_template"
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class PieceSpeller:
+    """A teacher token id -> the text piece it stands for: exact bytes for byte-level BPE (partial UTF-8 as
+    `bytes:\\x..`), SentencePiece byte-fallback tokens as their byte, otherwise the tokenizer's decoding."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        self.tokenizer = tokenizer
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self.byte_level = type(decoder).__name__ == "ByteLevel"
+        self.byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        if token_id not in self.cache:
+            self.cache[token_id] = self._spell(token_id)
+        return self.cache[token_id]
+
+    def _spell(self, token_id: int) -> str:
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        fallback = _BYTE_FALLBACK.fullmatch(token or "")
+        if fallback:
+            return f"bytes:\\x{fallback.group(1).lower()}"
+        if self.byte_level and token and all(c in self.byte_decoder for c in token):
+            raw = bytes(self.byte_decoder[c] for c in token)
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+        return self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
 
 
 def same_tokens(teacher: list[TeacherPosition], answer_ids: list[int], mapper: Callable[[str], int | None]) -> bool:

@@ -15,7 +15,7 @@ from distilflow.dist import is_main_process
 from distilflow.errors import DistilflowError, SpecError
 from distilflow.models import load_tokenizer
 from distilflow.train import recipe
-from distilflow.train.compatibility import SFT_HINT, check_one_tokenizer
+from distilflow.train.compatibility import SFT_HINT, check_one_tokenizer, other_tokenizer
 from distilflow.train.layer_map import check_layer_matching, matching_plan, uses_layer_matching
 
 if TYPE_CHECKING:
@@ -90,12 +90,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics()}
 
 
-def _other_tokenizer(ctx: StageContext, student: Any) -> Any:
+def _other_tokenizer(ctx: "StageContext", student: Any) -> Any:
     """A local teacher's tokenizer where it is not the student's (its stored ids are then spelt and aligned)."""
-    if ctx.spec.teacher.backend != "hf":
-        return None
-    teacher = load_tokenizer(ctx.spec.teacher.model)
-    return None if teacher.get_vocab() == student.get_vocab() else teacher
+    return other_tokenizer(ctx.spec.teacher.model, student) if ctx.spec.teacher.backend == "hf" else None
 
 
 def _check_targets(ctx: StageContext, stats: SparseStats) -> None:

@@ -27,18 +27,21 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from distilflow.models import render_chat
 from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
 from distilflow.train.alignment import AlignStats, TeacherPosition, recover_teacher_tokens
-from distilflow.train.cross_targets import aligned_row
+from distilflow.train.cross_targets import PieceSpeller, aligned_row
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
 
 if TYPE_CHECKING:
     from distilflow.models import TopLogprobs
 
+# A teacher of another tokenizer whose stored top-k does not hold the tokens it answered with (sampled outside it).
+TEACHER_TOKENS_NOT_IN_TOP_K = "teacher_tokens_not_in_stored_top_k"
 _ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 
@@ -242,13 +245,16 @@ class TargetSettings:
     labels: tuple[str, ...] = ()
     teacher_tokenizer: Any = None  # a local teacher of another tokenizer: its stored ids are spelt with it
 
+    @cached_property
+    def teacher_speller(self) -> PieceSpeller:
+        return PieceSpeller(self.teacher_tokenizer)
+
     def teacher_positions(self, top: TopLogprobs, answer: str) -> list[TeacherPosition] | None:
         """The teacher's own tokens of the answer with their top-k pieces, where they are text (an API's) or ids of
         another tokenizer; None where the pieces do not spell the answer (or are ids of the student's tokenizer)."""
         pieces = top.tokens
         if top.token_ids is not None and self.teacher_tokenizer is not None:
-            spell = self.teacher_tokenizer.decode
-            pieces = [[spell([i], clean_up_tokenization_spaces=False) for i in row] for row in top.token_ids]
+            pieces = [[self.teacher_speller(i) for i in row] for row in top.token_ids]
         if pieces is None:
             return None
         return recover_teacher_tokens(answer, pieces, top.logprobs)
@@ -297,6 +303,9 @@ def _cross_tokenizer_row(top: TopLogprobs, messages: list[dict[str, str]], setti
     is spelt with them), or pieces that do not spell the answer (which the id path counts as unmappable)."""
     answer = messages[-1]["content"]
     positions = settings.teacher_positions(top, answer)
+    if positions is None and settings.teacher_tokenizer is not None:  # its ids are not the student's: no id path
+        row, _ = build_row(settings.tokenizer, messages, None, None, settings.max_length, settings.prompt_format)
+        return row, TEACHER_TOKENS_NOT_IN_TOP_K
     if positions is None:
         return None, ""
     if settings.teacher_tokenizer is None and all(mapper(p.piece) is not None for p in positions):
