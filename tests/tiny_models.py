@@ -21,7 +21,9 @@ CORPUS = [
 
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 512):
+def build_tokenizer(folder: Path, vocab_size: int = 512, all_bytes: bool = True):
+    """A byte-level BPE trained on CORPUS; `all_bytes=False` leaves out the bytes the corpus lacks, so any token
+    sequence decodes to text (a random model using it never writes half a UTF-8 character)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -29,7 +31,8 @@ def build_tokenizer(folder: Path, vocab_size: int = 512):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else [],
+                                  show_progress=False)
     core.train_from_iterator(CORPUS, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", unk_token="<|endoftext|>")
