@@ -34,6 +34,7 @@ TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
 # Targets from a teacher of another tokenizer: its probabilities no student token stands for (alignment.py), [b, s, U].
 UNMATCHED = "teacher_unmatched"
 TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS, UNMATCHED)
+TARGET_ROW = "teacher_target_row"  # a row's index in the memory-mapped target store (logit_store.py; -1: none)
 
 
 def distill_settings(training: "TrainingSpec") -> DistillSettings:
@@ -91,7 +92,7 @@ class DistillationTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset"]
+        self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset", TARGET_ROW]
 
     def _captured(self, model: Any, which: str) -> Any:
         """Forward hooks on the mapped layers of `model` (`which`: student / teacher side of each pair)."""

@@ -95,6 +95,7 @@ def _run_across_tokenizers(ctx: StageContext, rows: Any, model: Any, tokenizer: 
 
     from distilflow.train.cross_teacher import local_teacher_rows
     from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
+    from distilflow.train.logit_store import write_store
     from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, TargetSettings
 
     if teacher_prefix_ids(ctx, tokenizer, rows.train[0]):
@@ -113,8 +114,10 @@ def _run_across_tokenizers(ctx: StageContext, rows: Any, model: Any, tokenizer: 
         log.info("kd across tokenizers: %d of %d answer tokens have aligned targets; %d of %d teacher top-%d pieces "
                  "have no student token (ULD)", a.aligned_tokens, a.student_tokens, a.unmatched_pieces,
                  a.teacher_pieces, k)
-    collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    store = write_store(ctx.paths.teacher_targets, [train_rows, validation_rows])  # streamed, not held in memory
+    collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), store)
     plan = recipe.MethodPlan("kd", DistillationTrainer, train_rows, validation_rows,
                              arguments={"packing": False, "padding_free": False},
                              trainer_kwargs={"distill": distill_settings(ctx.spec.training), "data_collator": collator})
-    return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics()}
+    return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics(),
+            "teacher_target_bytes_per_logit": round(store.bytes_per_kept_logit(), 2)}

@@ -58,6 +58,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     from distilflow.teachers.cache import TeacherCache
     from distilflow.train.distill_trainer import DistillationTrainer, distill_settings
+    from distilflow.train.logit_store import write_store
     from distilflow.train.sparse_targets import (
         SparseStats,
         SparseTargetCollator,
@@ -81,13 +82,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     finally:
         cache.close()
     _check_targets(ctx, stats)
-    collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    store = write_store(ctx.paths.teacher_targets, [train_rows, validation_rows])  # streamed, not held in memory
+    collator = SparseTargetCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), store)
     trainer_kwargs: dict[str, Any] = {"distill": distill_settings(ctx.spec.training), "data_collator": collator}
     if uses_layer_matching(ctx.spec):  # the local teacher runs too, for its inner layers (targets stay the stored ones)
         trainer_kwargs.update(teacher_model=recipe.load_local_teacher(ctx), matching=matching_plan(ctx))
     plan = recipe.MethodPlan("sparse_kd", DistillationTrainer, train_rows, validation_rows,
                              arguments={"packing": False, "padding_free": False}, trainer_kwargs=trainer_kwargs)
-    return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics()}
+    return {**recipe.fit(ctx, plan, model, tokenizer), **stats.metrics(),
+            "teacher_target_bytes_per_logit": round(store.bytes_per_kept_logit(), 2)}
 
 
 def _other_tokenizer(ctx: "StageContext", student: Any) -> Any:

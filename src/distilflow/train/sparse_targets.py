@@ -35,7 +35,7 @@ from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
 from distilflow.train.alignment import AlignStats, TeacherPosition, recover_teacher_tokens
 from distilflow.train.cross_targets import PieceSpeller, aligned_row
-from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
+from distilflow.train.distill_trainer import TARGET_ROW, TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
 
 if TYPE_CHECKING:
     from distilflow.models import TopLogprobs
@@ -321,34 +321,45 @@ def _cross_tokenizer_row(top: TopLogprobs, messages: list[dict[str, str]], setti
 
 @dataclass
 class SparseTargetCollator:
-    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets."""
+    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets: from the rows
+    themselves, or read from the memory-mapped store (`store`, logit_store.py) for the rows of this batch only."""
 
     base: Any  # trl DataCollatorForLanguageModeling
+    store: Any = None  # logit_store.TargetStore
+
+    def _targets(self, example: dict[str, Any]) -> tuple[Any, Any, Any]:
+        import numpy as np
+
+        row = example.get(TARGET_ROW)
+        if row is not None and self.store is not None:
+            return self.store.targets(row) if row >= 0 else (None, None, None)
+        if not example.get(TOPK_IDS):
+            return None, None, None
+        rest = example.get(UNMATCHED) or None
+        return (np.asarray(example[TOPK_IDS], dtype=np.int64), np.asarray(example[TOPK_LOGPROBS], dtype=np.float32),
+                None if rest is None else np.asarray(rest, dtype=np.float32))
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         batch = self.base([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
         length = batch["input_ids"].shape[1]
-        width = max([len(r) for e in examples for r in e[TOPK_IDS]] or [1])
+        targets = [self._targets(e) for e in examples]
+        width = max([t[0].shape[1] for t in targets if t[0] is not None and t[0].size] or [1])
+        rest = max([t[2].shape[1] for t in targets if t[2] is not None] or [0])
         ids = torch.full((len(examples), length, width), -1, dtype=torch.long)
         logprobs = torch.zeros((len(examples), length, width), dtype=torch.float32)
-        for b, example in enumerate(examples):
-            rows = example[TOPK_IDS]
-            if not rows:
+        unmatched = torch.zeros((len(examples), length, rest), dtype=torch.float32) if rest else None
+        for b, (example, (row_ids, row_logprobs, row_rest)) in enumerate(zip(examples, targets)):
+            if row_ids is None or not row_ids.size:
                 continue
             offset = example["teacher_offset"]
-            n = min(len(rows), length - offset)
-            ids[b, offset:offset + n, :len(rows[0])] = torch.tensor(rows[:n], dtype=torch.long)
-            logprobs[b, offset:offset + n, :len(rows[0])] = torch.tensor(example[TOPK_LOGPROBS][:n])
+            n = max(0, min(len(row_ids), length - offset))
+            ids[b, offset:offset + n, :row_ids.shape[1]] = torch.from_numpy(row_ids[:n])
+            logprobs[b, offset:offset + n, :row_ids.shape[1]] = torch.from_numpy(row_logprobs[:n])
+            if unmatched is not None and row_rest is not None:  # across tokenizers: the mass left to ULD
+                unmatched[b, offset:offset + n, :row_rest.shape[1]] = torch.from_numpy(row_rest[:n])
         batch[TOPK_IDS], batch[TOPK_LOGPROBS] = ids, logprobs
-        rest = max([len(r) for e in examples for r in e.get(UNMATCHED, [])] or [0])
-        if rest:  # targets aligned across tokenizers: the teacher's unmatched mass, for ULD
-            unmatched = torch.zeros((len(examples), length, rest), dtype=torch.float32)
-            for b, example in enumerate(examples):
-                rows = example.get(UNMATCHED) or []
-                offset = example["teacher_offset"]
-                for k, values in enumerate(rows[:max(0, length - offset)]):
-                    unmatched[b, offset + k, :len(values)] = torch.tensor(values, dtype=torch.float32)
+        if unmatched is not None:
             batch[UNMATCHED] = unmatched
         return batch
