@@ -29,7 +29,7 @@ def test_round_trip_keeps_ids_strings_and_empty_slots_and_costs_at_most_8_bytes_
     assert back[0].logprobs[0][-1] == -math.inf
     assert back[0].logprobs[3] == pytest.approx(samples[0].logprobs[3], abs=2e-3)  # float16
     ids_only = pack(samples[:1])
-    assert len(ids_only) / (50 * 20) <= 6.1  # 2 bytes of log-prob + 4 of id, and a 15-byte header
+    assert len(ids_only) / (50 * 20) <= 6.1  # 2 bytes of log-prob + 4 of id before compression
 
 
 def test_answers_stored_in_the_earlier_npz_form_are_still_read(tmp_path):

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distilflow.train.distill_trainer import TARGET_ROW, TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
+from distilflow.train.distill_trainer import (
+    TARGET_ROW,
+    TOPK_IDS,
+    TOPK_LOGPROBS,
+    UNMATCHED,
+)
 from distilflow.train.logit_store import TargetStore, write_store
 from distilflow.train.sparse_targets import SparseTargetCollator
 

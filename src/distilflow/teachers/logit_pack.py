@@ -1,14 +1,15 @@
-"""The stored form of a teacher answer's top-K log-probs in the teacher cache: 6 bytes per kept logit.
+"""The stored form of a teacher answer's top-K log-probs in the teacher cache: at most 6 bytes per kept logit
+before compression, about 4-5 after (bench/logit_store.py).
 
-Layout (little-endian), after the magic `DFT2` and the sample count (uint32), per sample:
+Layout: the magic `DFT2`, then zlib of (little-endian) the sample count (uint32) and, per sample:
   positions P (uint32), K (uint16), kind (uint8: 1 ids, 2 token strings)
   log-probs: float16 [P * K] (-inf marks an empty slot)
   ids:       uint32 [P * K] (the teacher vocabulary's ids; 2**32 - 1 for none), or for token strings
   strings:   uint32 byte length + a JSON list of the distinct strings, then uint16 (or uint32 past 65,535 strings)
              indices [P * K] into it (an API's pieces repeat: the table costs little per logit)
-Fixed-size arrays, no compression: a reader slices them without decoding the rest. The form before (numpy's
-compressed npz, a zip archive starting with `PK`) stays readable, so answers already paid for are kept; it cost
-about the same per logit plus a zip header of ~1 KB per answer (bench/logit_store.py).
+Written by hand rather than with numpy's npz: the form before (a compressed npz, a zip archive starting with
+`PK`) spends a zip container per answer (file headers and a directory for 2-4 arrays), which a short answer's
+log-probs do not amortise. It stays readable, so answers already paid for are kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zlib
 
 import numpy as np
 
@@ -27,7 +29,7 @@ _NONE = np.uint32(2**32 - 1)
 
 
 def pack(samples: list[TopLogprobs]) -> bytes:
-    out = [MAGIC, struct.pack("<I", len(samples))]
+    out = [struct.pack("<I", len(samples))]
     for sample in samples:
         values = np.asarray(sample.logprobs, dtype=np.float16)
         positions, k = (values.shape if values.ndim == 2 else (len(sample.logprobs), 0))
@@ -44,13 +46,14 @@ def pack(samples: list[TopLogprobs]) -> bytes:
         index_type = "<u2" if len(table) < 2**16 else "<u4"
         out += [struct.pack("<I", len(text)), text,
                 np.asarray([where[t] for t in tokens], dtype=index_type).tobytes()]
-    return b"".join(out)
+    return MAGIC + zlib.compress(b"".join(out), 6)
 
 
 def unpack(blob: bytes) -> list[TopLogprobs]:
     if not blob.startswith(MAGIC):
         return _unpack_npz(blob)
-    (count,), at = struct.unpack_from("<I", blob, 4), 8
+    blob = zlib.decompress(blob[len(MAGIC):])
+    (count,), at = struct.unpack_from("<I", blob, 0), 4
     samples = []
     for _ in range(count):
         positions, k, kind = struct.unpack_from("<IHB", blob, at)

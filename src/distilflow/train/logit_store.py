@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from distilflow.train.distill_trainer import TARGET_ROW, TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
+from distilflow.train.distill_trainer import (
+    TARGET_ROW,
+    TOPK_IDS,
+    TOPK_LOGPROBS,
+    UNMATCHED,
+)
 
 RECORD = np.dtype([("id", "<u4"), ("logprob", "<f2")])  # packed: 6 bytes
 _NONE = 2**32 - 1
@@ -30,7 +35,7 @@ def store_folder(root: Path) -> Path:
     return root / f"rank-{os.environ.get('RANK', '0')}"
 
 
-def write_store(root: Path, splits: list[list[dict[str, Any]]]) -> "TargetStore":
+def write_store(root: Path, splits: list[list[dict[str, Any]]]) -> TargetStore:
     """Moves the targets of every row of `splits` into the store at `root` (replaced); each row keeps TARGET_ROW."""
     folder = store_folder(root)
     folder.mkdir(parents=True, exist_ok=True)
