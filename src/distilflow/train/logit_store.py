@@ -1,10 +1,10 @@
 """Teacher targets of the training rows on disk, memory-mapped, read batch by batch (sparse_kd, kd across
 tokenizers): the rows handed to the Trainer keep only their tokens and an index into this store.
 
-Why: held as Python lists (and then Arrow doubles in the Trainer's dataset) K targets per token cost over 100
-bytes per kept logit in memory, for every row at once; here a kept logit is one packed record of 6 bytes (uint32
-student id, float16 log-prob) and the operating system pages in only the rows a batch reads
-(bench/logit_store.py measures it).
+Why: held in the Trainer's dataset (Arrow int64 + double) a kept logit costs 16 bytes of memory, for every row
+at once, after the Python lists it was built from (about 60 bytes: two 8-byte list slots and their objects);
+here it is one packed record of 6 bytes (uint32 student id, float16 log-prob) and the operating system pages in
+only the rows a batch reads (bench/logit_store.py).
 
 Files, in one folder per process (each rank of a distributed launch builds its rows and writes its own store):
   records.bin   [("id", <u4), ("logprob", <f2)] per kept logit (2**32 - 1: no token)
