@@ -22,16 +22,18 @@ CORPUS = [
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 512, all_bytes: bool = True):
-    """A byte-level BPE trained on CORPUS; `all_bytes=False` leaves out the bytes the corpus lacks, so any token
-    sequence decodes to text (a random model using it never writes half a UTF-8 character)."""
+    """A byte-level BPE trained on CORPUS; `all_bytes=False` keeps only the ASCII bytes, so any token sequence
+    decodes to text (a random model using it never writes half a UTF-8 character)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     core = Tokenizer(models.BPE(unk_token=None))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else [],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else
+                                  [bytes_to_unicode()[b] for b in range(128)],
                                   show_progress=False)
     core.train_from_iterator(CORPUS, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
