@@ -70,6 +70,6 @@ def test_kd_from_a_teacher_of_another_tokenizer_moves_the_student_toward_it(tmp_
     before = _held_out_kl(tiny_models["student"], teacher, held_out)
     after = {method: _held_out_kl(path, teacher, held_out) for method, path in finals.items()}
     print(f"held-out aligned KL: before {before:.3f}, after kd {after['kd']:.3f}, after sft {after['sft']:.3f}")
-    # Measured here: before 3.647, after kd 3.180, after sft 3.300 (nats per answer token).
+    # Measured here: before 3.655, after kd 3.239, after sft 3.302 (nats per answer token).
     assert after["kd"] < 0.92 * before
     assert after["kd"] < after["sft"]
