@@ -210,3 +210,34 @@ def test_sparse_forward_kl_with_full_coverage_equals_dense_forward_kl():
     dense = (p_full * (p_full.log() - log_q)).sum() / N
     torch.testing.assert_close(sparse.loss, dense, rtol=1e-5, atol=1e-6)
     assert math.isfinite(float(sparse.loss))
+
+
+def test_uld_compares_sorted_unmatched_mass_by_hand():
+    from distilflow.train.losses import uld_distance
+
+    log_q = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    # Token 0 is matched; the student's rest sorted is 0.3, 0.15 against the teacher's unmatched 0.2, 0.1.
+    value = uld_distance(log_q, torch.tensor([[0, -1]]), torch.tensor([[0.2, 0.1]]))
+    assert value.item() == pytest.approx(0.1 + 0.05)
+
+
+def test_sparse_kd_loss_with_unmatched_mass_adds_uld_and_keeps_its_gradient():
+    from distilflow.train.losses import uld_distance
+
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 3, 8, requires_grad=True)
+    head = Head(weight=torch.randn(11, 8))
+    ids = torch.tensor([[[1, 2], [3, -1], [-1, -1]], [[4, 5], [6, 7], [0, 1]]])
+    logprobs = torch.log(torch.tensor([[[0.5, 0.2], [0.6, 1.0], [1.0, 1.0]], [[0.3, 0.3], [0.4, 0.1], [0.2, 0.2]]]))
+    unmatched = torch.tensor([[[0.2, 0.05], [0.0, 0.0], [0.0, 0.0]], [[0.1, 0.0], [0.3, 0.1], [0.0, 0.0]]])
+    labels = torch.tensor([[1, 3, -100], [4, 6, 0]])
+    settings = DistillSettings(alpha=1.0, chunk_size=2)
+    with_uld = sparse_kd_loss(hidden, head, ids, logprobs, labels, settings, unmatched=unmatched)
+    plain = sparse_kd_loss(hidden, head, ids, logprobs, labels, settings)
+    mask = labels != -100
+    log_q = torch.log_softmax(hidden[mask] @ head.weight.T, dim=-1)
+    some = (unmatched[mask] > 0).any(-1)  # positions without unmatched mass have no ULD term
+    expected = (uld_distance(log_q, ids[mask], unmatched[mask]) * some).sum() / mask.sum()
+    assert (with_uld.loss - plain.loss).item() == pytest.approx(expected.item(), rel=1e-5)
+    with_uld.loss.backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0

@@ -220,3 +220,25 @@ def test_served_targets_mask_answer_tokens_without_scores_and_rows_that_failed(t
     assert out[TOPK_IDS][0, 3].tolist() == [the, on] and out[TOPK_LOGPROBS][0, 3].tolist() == pytest.approx([-0.1, -2.5])
     assert (out[TOPK_IDS][0, :3] == -1).all()  # prompt positions carry no targets
     assert served.stats["rows_failed"] == 1 and served.stats["answer_tokens_without_targets"] == 1
+
+
+@pytest.mark.slow  # a served teacher of another tokenizer and an on_policy job: about 40 s here
+def test_on_policy_with_a_served_teacher_of_another_tokenizer_aligns_its_scores_by_text(tmp_path, tiny_models):
+    from hf_completions_server import HFCompletionsServer
+    from tiny_models import build_model, build_tokenizer
+
+    # ASCII-only tokenizers, so the random student's samples decode to text; the teacher keeps more words whole.
+    teacher = build_model(tmp_path / "teacher", build_tokenizer(tmp_path / "t", vocab_size=1000, all_bytes=False),
+                          layers=2, hidden=64, seed=5)
+    student = build_model(tmp_path / "student", build_tokenizer(tmp_path / "s", vocab_size=300, all_bytes=False),
+                          layers=2, hidden=32, seed=2)
+    models = {"teacher": teacher, "student": student}
+    with HFCompletionsServer(str(teacher), accept_ids=False) as server:  # text only: it reads its own tokens
+        job = write_job(tmp_path / "job", models, name="served-xtok", teacher={
+            "backend": "openai", "model": "tiny", "base_url": server.url, "max_concurrency": 4, "max_retries": 3},
+            training={"method": "on_policy", "on_policy_ratio": 0.5, "student_max_tokens": 6,
+                      "teacher_top_logprobs": 4, "logging_steps": 1, "max_steps": 2})
+        train = _run(job, tmp_path / "w")
+    metrics = train.metrics
+    assert train.status == "completed"
+    assert metrics["served_rows_aligned_across_tokenizers"] > 0 and metrics["served_answer_tokens_scored"] > 0

@@ -21,15 +21,20 @@ CORPUS = [
 
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 512):
+def build_tokenizer(folder: Path, vocab_size: int = 512, all_bytes: bool = True):
+    """A byte-level BPE trained on CORPUS; `all_bytes=False` keeps only the ASCII bytes, so any token sequence
+    decodes to text (a random model using it never writes half a UTF-8 character)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     core = Tokenizer(models.BPE(unk_token=None))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if all_bytes else
+                                  [bytes_to_unicode()[b] for b in range(128)],
+                                  show_progress=False)
     core.train_from_iterator(CORPUS, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", unk_token="<|endoftext|>")
@@ -123,3 +128,17 @@ def build_pair(root: Path) -> tuple[Path, Path]:
     teacher = build_model(root / "teacher", tokenizer, layers=4, hidden=64, seed=1)
     student = build_model(root / "student", tokenizer, layers=2, hidden=32, seed=2)
     return teacher, student
+
+
+def build_merge_tokenizer(merges: list[tuple[str, str]], alphabet: str = "abcdefghijklmnopqrstuvwxyz "):
+    """A character BPE with the given merges and no pre-tokenizer, so a test knows every split by hand: merges that
+    build whole words give a tokenizer that keeps words whole, a few short merges one that splits them."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<|endoftext|>", *alphabet])}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<|endoftext|>"))
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")

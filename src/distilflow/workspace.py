@@ -103,6 +103,12 @@ class JobPaths:
         return self.student / "final"
 
     @property
+    def teacher_targets(self) -> Path:
+        """sparse_kd's (and cross-tokenizer kd's) teacher targets, memory-mapped for training (train/logit_store.py);
+        rebuilt by every training run."""
+        return self.student / "teacher_targets"
+
+    @property
     def train_log(self) -> Path:
         return self.student / "train_log.json"
 

@@ -285,7 +285,8 @@ class TrainingSpec(_Section):
     student_temperature: float = Field(0.5, gt=0, description="on_policy: the temperature the student samples its "
                                        "own answers at (not the loss's kd_temperature)")
     student_max_tokens: int = Field(256, ge=1, description="on_policy: new tokens per student sample")
-    teacher_top_logprobs: int = Field(8, ge=1, le=20, description="on_policy with a served teacher: K per token")
+    teacher_top_logprobs: int = Field(8, ge=1, le=20, description="K per token where the teacher gives top-K scores: "
+                                      "on_policy with a served teacher, kd with a teacher of another tokenizer")
     hidden_states: HiddenStatesSpec | None = None
     attention: AttentionSpec | None = None
 

@@ -9,7 +9,7 @@ from typing import Any
 from distilflow.report.checks import answer_checks_table, further_metrics_table, retention_table, warnings
 from distilflow.report.data_section import data_lines, labels_table, splits_table
 from distilflow.report.judged import headline_lines, judged_tables
-from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, teacher_target_facts
 from distilflow.report.teams import agreement_table, team_note, teachers_table
 from distilflow.report.tuning import trials_table, tuning_facts
 
@@ -111,6 +111,7 @@ def _training(train: dict[str, Any]) -> str:
     if train.get("teacher_requests") is not None:  # on_policy with a served teacher: these calls cost money
         facts.append(("teacher scoring requests / prompt tokens",
                       f"{fmt(train['teacher_requests'])} / {fmt(train.get('teacher_prompt_tokens'))}"))
+    facts += [(f"teacher targets, {name}", value) for name, value in teacher_target_facts(train)]
     return "<h2>Training</h2>" + _table(["", ""], [[k, v] for k, v in facts], "training")
 
 

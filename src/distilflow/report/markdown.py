@@ -13,7 +13,7 @@ from distilflow.report.checks import answer_checks_table, further_metrics_table,
 from distilflow.report.judged import headline_lines, judged_tables
 from distilflow.report.data import build_report
 from distilflow.report.data_section import data_lines, labels_table, splits_table
-from distilflow.report.tables import fmt, performance_table, quality_table, relative_table
+from distilflow.report.tables import fmt, performance_table, quality_table, relative_table, teacher_target_facts
 from distilflow.report.teams import team_note, teams_markdown
 from distilflow.report.tuning import tuning_markdown
 from distilflow.workspace import JobPaths
@@ -134,6 +134,8 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
         if train.get("teacher_requests") is not None:  # on_policy with a served teacher: these calls cost money
             lines.insert(-1, f"- Teacher scoring during training: {train['teacher_requests']} requests, "
                              f"{train.get('teacher_prompt_tokens', 0)} prompt tokens")
+        for name, value in teacher_target_facts(train):
+            lines.insert(-1, f"- Teacher targets, {name}: {value}")
     lines += tuning_markdown(report.get("tuning") or {})
     lines += _md_stage_times(report)
     lines += ["## How this was measured", ""] + [f"- {_md_text(n)}" for n in report.get("notes", [])] + [""]

@@ -128,3 +128,26 @@ def relative_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]] 
                      fmt(r["speedup"], "x"), fmt(r["latency_reduction"], "pct"), fmt(r["throughput_speedup"], "x"),
                      fmt(r["memory_reduction"], "pct"), fmt(r["parameter_reduction"], "pct")])
     return header, rows
+
+
+def teacher_target_facts(train: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the logit methods could use of the teacher's log-probs: rows without targets, and (across tokenizers)
+    the student tokens aligned and the teacher pieces no student token spells. Empty for methods without them."""
+    facts: list[tuple[str, str]] = []
+    if train.get("rows_with_teacher_targets") is not None:
+        reasons = train.get("rows_without_teacher_targets_by_reason") or {}
+        why = f" ({', '.join(f'{n} {r}' for r, n in reasons.items())})" if reasons else ""
+        counts = f"{fmt(train['rows_with_teacher_targets'])} / {fmt(train.get('rows_without_teacher_targets'))}"
+        facts.append(("rows with teacher targets / without", counts + why))
+    if train.get("stored_teacher_tokens"):
+        facts.append(("stored top-k tokens not in the student's vocabulary",
+                      f"{fmt(train.get('unmappable_teacher_tokens'))} of {fmt(train['stored_teacher_tokens'])}"))
+    if train.get("cross_tokenizer_rows"):
+        aligned, unaligned = train.get("aligned_student_tokens", 0), train.get("unaligned_student_tokens", 0)
+        rows = f"{fmt(aligned)} / {fmt(unaligned)} in {fmt(train['cross_tokenizer_rows'])} rows"
+        facts.append(("across tokenizers: answer tokens aligned / unaligned (cross-entropy only)", rows))
+        share = fmt(100 * train.get("unmatched_teacher_mass_share", 0.0))
+        pieces = f"{fmt(train.get('unmatched_teacher_pieces'))} of {fmt(train.get('cross_tokenizer_teacher_pieces'))}"
+        facts.append(("across tokenizers: teacher top-k pieces with no student token (ULD)",
+                      f"{pieces}, {share}% of the probability per span"))
+    return facts

@@ -6,7 +6,6 @@ again only for requests without a stored answer: nothing is paid twice except re
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distilflow.teachers import logit_pack
 from distilflow.teachers.base import TeacherAnswer, TopLogprobs
 
 _SCHEMA = """
@@ -28,34 +28,13 @@ CREATE TABLE IF NOT EXISTS answers (
 
 
 def pack_top_logprobs(samples: list[TopLogprobs]) -> bytes:
-    """Compact binary form (float16 log-probs, int32 ids, token strings as JSON) of every sample's top-K."""
-    import numpy as np
-
-    arrays: dict[str, Any] = {}
-    for i, sample in enumerate(samples):
-        arrays[f"lp{i}"] = np.asarray(sample.logprobs, dtype=np.float16)
-        if sample.token_ids is not None:
-            arrays[f"id{i}"] = np.asarray(sample.token_ids, dtype=np.int32)
-        if sample.tokens is not None:
-            arrays[f"tok{i}"] = np.frombuffer(json.dumps(sample.tokens).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, n=np.asarray(len(samples)), **arrays)
-    return buffer.getvalue()
+    """Every sample's top-K in the compact stored form (logit_pack.py: 6 bytes per kept logit)."""
+    return logit_pack.pack(samples)
 
 
 def unpack_top_logprobs(blob: bytes) -> list[TopLogprobs]:
-    import numpy as np
-
-    data = np.load(io.BytesIO(blob))
-    samples = []
-    for i in range(int(data["n"])):
-        tokens = json.loads(data[f"tok{i}"].tobytes().decode()) if f"tok{i}" in data else None
-        samples.append(TopLogprobs(
-            logprobs=data[f"lp{i}"].astype(np.float32).tolist(),
-            token_ids=data[f"id{i}"].tolist() if f"id{i}" in data else None,
-            tokens=tokens,
-        ))
-    return samples
+    """Either stored form: the compact one, or the compressed npz of earlier versions (caches are kept)."""
+    return logit_pack.unpack(blob)
 
 
 class TeacherCache:

@@ -28,6 +28,15 @@ def check_one_tokenizer(teacher: Any, student: Any, method: str) -> None:
         check_answer_placement(tokenizer, who, method)
 
 
+def other_tokenizer(teacher_model: str, student: Any) -> Any:
+    """The teacher's tokenizer where it is not the student's (its targets are then aligned by text, alignment.py);
+    None where both share one vocabulary."""
+    from distilflow.models import load_tokenizer
+
+    teacher = load_tokenizer(teacher_model)
+    return None if teacher.get_vocab() == student.get_vocab() else teacher
+
+
 def compare_vocabularies(teacher: Any, student: Any, method: str) -> None:
     teacher_vocab, student_vocab = teacher.get_vocab(), student.get_vocab()
     if teacher_vocab == student_vocab:

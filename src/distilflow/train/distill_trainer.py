@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 # Batch columns holding stored teacher targets (sparse_kd), [batch, sequence, K]; the target at position j is
 # the teacher's distribution for token j.
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
-TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
+# Targets from a teacher of another tokenizer: its probabilities no student token stands for (alignment.py), [b, s, U].
+UNMATCHED = "teacher_unmatched"
+TARGET_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS, UNMATCHED)
+TARGET_ROW = "teacher_target_row"  # a row's index in the memory-mapped target store (logit_store.py; -1: none)
 
 
 def distill_settings(training: "TrainingSpec") -> DistillSettings:
@@ -89,7 +92,7 @@ class DistillationTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset"]
+        self._signature_columns = [*self._signature_columns, *TARGET_COLUMNS, "teacher_offset", TARGET_ROW]
 
     def _captured(self, model: Any, which: str) -> Any:
         """Forward hooks on the mapped layers of `model` (`which`: student / teacher side of each pair)."""
@@ -161,8 +164,9 @@ class DistillationTrainer(SFTTrainer):
         with maybe_gather_lm_head_ctx(layer.weight, getattr(layer, "bias", None)):
             head = lm_head(unwrapped)
             if targets:  # stored or served top-K targets (sparse_kd, on_policy with a served teacher)
+                unmatched = targets[UNMATCHED][:, 1:] if UNMATCHED in targets else None
                 terms: LossTerms = sparse_kd_loss(hidden, head, targets[TOPK_IDS][:, 1:], targets[TOPK_LOGPROBS][:, 1:],
-                                                  shifted, self.distill, normalizer)
+                                                  shifted, self.distill, normalizer, unmatched)
             else:
                 assert teacher_hidden is not None, "a distillation batch needs a local teacher or top-K targets"
                 terms = mixture_kd_loss(hidden, head, self._targets(teacher_hidden, model_inputs), shifted,

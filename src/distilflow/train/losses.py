@@ -27,6 +27,9 @@ K + 1 buckets (its own probabilities of the K tokens, and the mass of every othe
 taken between the two (K + 1)-bucket distributions. Slots with id -1 (no token, or a token the student's
 tokenizer cannot map) count as part of the tail. With a temperature, the teacher's buckets are tempered as
 p_b^(1/T) and renormalised (exact for the K tokens; for the tail it treats the rest as one token).
+Targets from a teacher of another tokenizer (alignment.py) also carry the teacher's probabilities that no student
+token stands for; they are compared to the student's largest probabilities outside the K tokens by the universal
+logit distance (ULD, sorted probabilities, at temperature 1), added to the divergence with weight 1.
 """
 
 from __future__ import annotations
@@ -191,10 +194,24 @@ def _dense_terms(teachers: list[TeacherTarget], labels: torch.Tensor, settings: 
     return terms
 
 
+def uld_distance(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, unmatched: torch.Tensor) -> torch.Tensor:
+    """Universal logit distance (Boizard et al. 2024) on the mass no token identity links: the teacher's unmatched
+    probabilities `unmatched` [n, U] (sorted, 0-padded) against the student's U largest probabilities outside the
+    matched ids `topk_ids` [n, K], sum of absolute differences of the sorted values (Wasserstein-1 on sorted
+    probabilities, as in ULD and TRL's GOLD). `student_log_probs` [n, V] at temperature 1."""
+    probs = student_log_probs.exp()
+    matched = torch.zeros(probs.shape, dtype=torch.uint8, device=probs.device)  # -1 slots (clamped to 0): no mark
+    matched = matched.scatter_reduce_(1, topk_ids.clamp(min=0), (topk_ids >= 0).to(torch.uint8), reduce="amax").bool()
+    width = min(unmatched.shape[1], probs.shape[1])
+    largest = probs.masked_fill(matched, 0.0).topk(width, dim=-1).values
+    return (largest - unmatched[:, :width].float()).abs().sum(-1)
+
+
 def _sparse_terms(topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, labels: torch.Tensor,
-                  settings: DistillSettings) -> ChunkTerms:
+                  settings: DistillSettings, unmatched: torch.Tensor | None = None) -> ChunkTerms:
     # Positions without any stored token (e.g. the end-of-turn tokens after the teacher's answer) get no divergence.
     has_target = (topk_ids >= 0).any(-1)
+    has_unmatched = None if unmatched is None else (unmatched > 0).any(-1) & has_target
 
     def terms(student_logits: torch.Tensor, rows: slice):
         kd = ce = None
@@ -203,6 +220,10 @@ def _sparse_terms(topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, labels: t
             log_p, log_q_buckets, valid = sparse_buckets(log_q, topk_ids[rows], topk_logprobs[rows],
                                                          settings.temperature)
             kd = torch.where(has_target[rows], _divergence(log_p, log_q_buckets, settings, valid), 0.0)
+            if unmatched is not None and has_unmatched is not None:  # cross-tokenizer targets: ULD on the rest
+                log_q1 = log_q if settings.temperature == 1.0 else torch.log_softmax(student_logits, dim=-1)
+                uld = uld_distance(log_q1, topk_ids[rows], unmatched[rows])
+                kd = kd + torch.where(has_unmatched[rows], uld, 0.0)
         if settings.alpha < 1:
             ce = _cross_entropy(student_logits, labels[rows])
         return kd, ce
@@ -318,11 +339,14 @@ def mixture_kd_loss(student_hidden: torch.Tensor, student_head: Head, teachers: 
 
 def sparse_kd_loss(student_hidden: torch.Tensor, student_head: Head, topk_ids: torch.Tensor,
                    topk_logprobs: torch.Tensor, labels: torch.Tensor, settings: DistillSettings,
-                   normalizer: torch.Tensor | int | None = None) -> LossTerms:
-    """KD against stored teacher top-K log-probs. Shapes: hidden [..., H], topk_* [..., K], labels [...]."""
-    labels, student_hidden, topk_ids, topk_logprobs = _valid_rows(labels, student_hidden, topk_ids, topk_logprobs)
+                   normalizer: torch.Tensor | int | None = None, unmatched: torch.Tensor | None = None) -> LossTerms:
+    """KD against stored teacher top-K log-probs. Shapes: hidden [..., H], topk_* [..., K], labels [...];
+    `unmatched` [..., U]: teacher probabilities no student token stands for (cross-tokenizer targets), for ULD."""
+    rest = () if unmatched is None else (unmatched,)
+    labels, student_hidden, topk_ids, topk_logprobs, *kept = _valid_rows(labels, student_hidden, topk_ids,
+                                                                         topk_logprobs, *rest)
     topk_ids = torch.where(topk_ids < student_head.weight.shape[0], topk_ids, -1)  # ids the student lacks: tail
-    terms = _sparse_terms(topk_ids, topk_logprobs, labels, settings)
+    terms = _sparse_terms(topk_ids, topk_logprobs, labels, settings, kept[0] if kept else None)
     total, kd, ce = _ChunkedHeadLoss.apply(student_hidden, student_head.weight, student_head.bias, student_head, terms,
                                            settings)
     return _reduce(total, kd, ce, labels.new_tensor(labels.numel()), normalizer)

@@ -31,6 +31,7 @@ from distilflow.errors import DistilflowError
 from distilflow.models import TopLogprobs
 from distilflow.teachers.base import TeacherFailure
 from distilflow.teachers.scoring import PromptLogprobScorer, PromptScores, ScoreRequest
+from distilflow.train.alignment import TeacherPosition, align_answer
 from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
 from distilflow.train.rollout import IGNORE
 from distilflow.train.sparse_targets import TokenMapper, stored_targets
@@ -73,6 +74,24 @@ def _resync(our_ids: list[int], tokens: list[str], i: int, e: int, spell: Callab
     return None
 
 
+def _piece_starts(pieces: list[str], text: str, specials: list[str]) -> list[int] | None:
+    """Where each server piece starts in the text sent; '' (llama.cpp's spelling of a special token) and a
+    dropped BOS skip the special token's text there. None when the pieces do not spell the text."""
+    starts, at = [], 0
+    for piece in pieces:
+        special = next((t for t in specials if t and text.startswith(t, at)), None)
+        if piece and special is not None and not text.startswith(piece, at):
+            at += len(special)  # a special token the server did not echo
+        starts.append(at)
+        if not piece:
+            at += len(special) if special is not None else 0
+        elif text.startswith(piece, at):
+            at += len(piece)
+        else:
+            return None
+    return starts
+
+
 class ServedTeacher:
     """Attaches the served teacher's top-K targets to training batches."""
 
@@ -104,6 +123,32 @@ class ServedTeacher:
             raise DistilflowError(f"the served teacher scored none of this step's {len(requests)} rows; the first "
                                   f"failure: {failures[0].reason}")
         return [self._with_targets(i, batch, results) for i, batch in enumerate(batches)]
+
+    def _across_tokenizers(self, ids: list[int], answer: list[int], scores: PromptScores
+                           ) -> dict[int, tuple[list[int], list[float]]]:
+        """Targets at the answer tokens from a server of another tokenizer, by the text offsets of both sides
+        (alignment.py); the unmatched mass stays in the tail bucket (no ULD term on this path). {} when the
+        server's pieces do not spell the text sent."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        starts = _piece_starts(scores.tokens[:-1], text, self.tokenizer.all_special_tokens)
+        if starts is None:
+            return {}
+        ends = [len(self.tokenizer.decode(ids[:j + 1], skip_special_tokens=False,
+                                          clean_up_tokenization_spaces=False)) for j in range(len(ids))]
+        start, stop = (ends[answer[0] - 1] if answer[0] else 0), ends[answer[-1]]
+        positions = []
+        for e, at in enumerate(starts):
+            piece = scores.tokens[e]
+            if at + len(piece) > stop or (at >= start and not (piece and scores.top[e])):
+                break  # past the answer, or a gap: the teacher's tokens must cover the answer from its start
+            if at >= start:
+                if not positions and at != start:
+                    return {}  # a server token runs across the answer's start
+                top = scores.top[e] or {}
+                positions.append(TeacherPosition(piece, top.get(piece, min(top.values())), tuple(top.items())))
+        offsets = [((ends[j - 1] if j else 0) - start, ends[j] - start) for j in answer]
+        aligned = align_answer(text[start:stop], positions, [ids[j] for j in answer], offsets, self.mapper)
+        return {j: (aligned.ids[k], aligned.logprobs[k]) for k, j in enumerate(answer) if aligned.ids[k]}
 
     @staticmethod
     def _rows(batch: dict[str, Any]) -> list[list[int]]:
@@ -145,6 +190,12 @@ class ServedTeacher:
             entries: list[int | None] = list(range(len(ids)))
         else:
             entries = align(ids, scores, self.mapper, self.special_ids, self.spell)
+            covered = sum(entries[j] is not None for j in answer)
+            if covered < len(answer):  # perhaps another tokenizer: aligned by text where that covers more
+                aligned = self._across_tokenizers(ids, answer, scores)
+                if len(aligned) > covered:
+                    self.stats["rows_aligned_across_tokenizers"] += 1
+                    return aligned
         positions, tokens, values = [], [], []
         for j in answer:
             e = entries[j]

@@ -27,13 +27,21 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from distilflow.models import TopLogprobs, render_chat
 from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
-from distilflow.train.distill_trainer import TOPK_IDS, TOPK_LOGPROBS
+from distilflow.train.alignment import AlignStats, TeacherPosition, recover_teacher_tokens
+from distilflow.train.cross_targets import PieceSpeller, aligned_row
+from distilflow.train.distill_trainer import TARGET_ROW, TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
 
+if TYPE_CHECKING:
+    from distilflow.models import TopLogprobs
+
+# A teacher of another tokenizer whose stored top-k does not hold the tokens it answered with (sampled outside it).
+TEACHER_TOKENS_NOT_IN_TOP_K = "teacher_tokens_not_in_stored_top_k"
 _ESCAPED_BYTES = re.compile(r"(\\x[0-9a-fA-F]{2})+")
 
 
@@ -75,7 +83,7 @@ class TokenMapper:
         return ids[0] if len(ids) == 1 else None
 
 
-def stored_targets(top: "TopLogprobs", mapper: TokenMapper, vocab_size: int
+def stored_targets(top: TopLogprobs, mapper: TokenMapper, vocab_size: int
                    ) -> tuple[list[list[int]], list[list[float]], int, int]:
     """Per generated position: K ids (-1 = no usable token) and log-probs; plus (unmappable, total) counts."""
     ids_rows: list[list[int]] = []
@@ -121,7 +129,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _rendered(tokenizer: Any, messages: list[dict[str, str]], prompt_format: str) -> tuple[str, str]:
+def rendered_texts(tokenizer: Any, messages: list[dict[str, str]], prompt_format: str) -> tuple[str, str]:
     """(prompt text, prompt + answer + end of turn text) as the student reads them."""
     if prompt_format == "completion":
         prompt = render_completion(messages[:-1])
@@ -139,7 +147,7 @@ def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int
     Returns the row and why it has no targets ("" when aligned).
     """
     prompt, answer = messages[:-1], messages[-1]["content"]
-    prompt_text, full_text = _rendered(tokenizer, messages, prompt_format)
+    prompt_text, full_text = rendered_texts(tokenizer, messages, prompt_format)
     prompt_ids, full_ids = _tokens(tokenizer, prompt_text), _tokens(tokenizer, full_text)
     start = _common_prefix(prompt_ids, full_ids)  # where the completion starts, as TRL's SFT computes it
     answer_ids = _tokens(tokenizer, completion_answer(answer) if prompt_format == "completion" else answer)
@@ -162,7 +170,7 @@ def build_row(tokenizer: Any, messages: list[dict[str, str]], ids: list[list[int
             full_ids = prompt_ids + greedy + end_of_turn
             start, answer_ids = len(prompt_ids), greedy
     labels = [-100] * start + full_ids[start:]
-    row: dict[str, Any] = {"input_ids": full_ids[:max_length], "labels": labels[:max_length]}
+    row: dict[str, Any] = {"input_ids": full_ids[:max_length], "labels": labels[:max_length], UNMATCHED: []}
     width = max((len(r) for r in ids), default=0) if ids else 0
     if not reason and width:
         n = min(len(ids) if first_token_only else len(answer_ids), max(0, max_length - start))
@@ -194,7 +202,7 @@ class LabelTargets:
     def __init__(self, first_tokens: dict[str, int]) -> None:
         self.first_tokens = first_tokens
 
-    def covers(self, top: "TopLogprobs") -> bool:
+    def covers(self, top: TopLogprobs) -> bool:
         return top.token_ids is None and len(top.logprobs) == 1 and bool(top.tokens) and \
             all(t in self.first_tokens for t in top.tokens[0])
 
@@ -210,6 +218,8 @@ class SparseStats:
     unmappable_tokens: int = 0
     stored_tokens: int = 0
     reasons: Counter[str] = field(default_factory=Counter)  # why a row has no teacher targets -> rows
+    aligned_rows: int = 0  # rows whose targets were aligned across tokenizers (alignment.py)
+    alignment: AlignStats = field(default_factory=AlignStats)
 
     @property
     def rows_without_targets(self) -> int:
@@ -219,7 +229,8 @@ class SparseStats:
         without = self.rows_without_targets
         return {"rows_with_teacher_targets": self.rows - without, "rows_without_teacher_targets": without,
                 "rows_without_teacher_targets_by_reason": dict(self.reasons),
-                "unmappable_teacher_tokens": self.unmappable_tokens, "stored_teacher_tokens": self.stored_tokens}
+                "unmappable_teacher_tokens": self.unmappable_tokens, "stored_teacher_tokens": self.stored_tokens,
+                **({"cross_tokenizer_rows": self.aligned_rows, **self.alignment.metrics()} if self.aligned_rows else {})}
 
 
 @dataclass
@@ -232,6 +243,21 @@ class TargetSettings:
     max_length: int
     prompt_format: str = "chat"
     labels: tuple[str, ...] = ()
+    teacher_tokenizer: Any = None  # a local teacher of another tokenizer: its stored ids are spelt with it
+
+    @cached_property
+    def teacher_speller(self) -> PieceSpeller:
+        return PieceSpeller(self.teacher_tokenizer)
+
+    def teacher_positions(self, top: TopLogprobs, answer: str) -> list[TeacherPosition] | None:
+        """The teacher's own tokens of the answer with their top-k pieces, where they are text (an API's) or ids of
+        another tokenizer; None where the pieces do not spell the answer (or are ids of the student's tokenizer)."""
+        pieces = top.tokens
+        if top.token_ids is not None and self.teacher_tokenizer is not None:
+            pieces = [[self.teacher_speller(i) for i in row] for row in top.token_ids]
+        if pieces is None:
+            return None
+        return recover_teacher_tokens(answer, pieces, top.logprobs)
 
     def label_first_tokens(self) -> dict[str, int]:
         """Each label -> the token its answer starts with, in the student's format."""
@@ -255,13 +281,16 @@ def teacher_target_rows(cache: TeacherCache, synthetic: list[dict[str, Any]], se
         if "label_logprobs" in row and settings.labels:  # calibrated by the teacher stage: these, not the raw scores
             top = TopLogprobs(logprobs=[row["label_logprobs"]], tokens=[list(settings.labels)])
         ranked = top is not None and label_mapper is not None and label_mapper.covers(top)
-        if top is not None:
-            ids, logprobs, unmappable, total = stored_targets(top, label_mapper if ranked else mapper,
-                                                              settings.vocab_size)
-            stats.unmappable_tokens += unmappable
-            stats.stored_tokens += total
-        training_row, reason = build_row(settings.tokenizer, row["messages"], ids, logprobs, settings.max_length,
-                                         settings.prompt_format, first_token_only=ranked)
+        training_row, reason = _cross_tokenizer_row(top, row["messages"], settings, mapper, stats) \
+            if top is not None and not ranked else (None, "")
+        if training_row is None:
+            if top is not None:
+                ids, logprobs, unmappable, total = stored_targets(top, label_mapper if ranked else mapper,
+                                                                  settings.vocab_size)
+                stats.unmappable_tokens += unmappable
+                stats.stored_tokens += total
+            training_row, reason = build_row(settings.tokenizer, row["messages"], ids, logprobs, settings.max_length,
+                                             settings.prompt_format, first_token_only=ranked)
         stats.rows += 1
         if reason:
             stats.reasons[reason] += 1
@@ -269,27 +298,70 @@ def teacher_target_rows(cache: TeacherCache, synthetic: list[dict[str, Any]], se
     return rows
 
 
+def _cross_tokenizer_row(top: TopLogprobs, messages: list[dict[str, str]], settings: TargetSettings,
+                         mapper: TokenMapper, stats: SparseStats) -> tuple[dict[str, Any] | None, str]:
+    """The row aligned across tokenizers (alignment.py), or None where the id path applies: a teacher of the
+    student's tokenizer (every one of its tokens is a student token, and the answer re-tokenises to them or
+    is spelt with them), or pieces that do not spell the answer (which the id path counts as unmappable)."""
+    answer = messages[-1]["content"]
+    positions = settings.teacher_positions(top, answer)
+    if positions is None and settings.teacher_tokenizer is not None:  # its ids are not the student's: no id path
+        row, _ = build_row(settings.tokenizer, messages, None, None, settings.max_length, settings.prompt_format)
+        return row, TEACHER_TOKENS_NOT_IN_TOP_K
+    if positions is None:
+        return None, ""
+    if settings.teacher_tokenizer is None and all(mapper(p.piece) is not None for p in positions):
+        ids, logprobs, _, _ = stored_targets(top, mapper, settings.vocab_size)
+        if not build_row(settings.tokenizer, messages, ids, logprobs, settings.max_length, settings.prompt_format)[1]:
+            return None, ""
+    texts = rendered_texts(settings.tokenizer, messages, settings.prompt_format)
+    row, reason, aligned = aligned_row(settings.tokenizer, texts, answer, positions, settings.max_length, mapper)
+    stats.aligned_rows += 1
+    stats.alignment.add(aligned)
+    return row, reason
+
+
 @dataclass
 class SparseTargetCollator:
-    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets."""
+    """TRL's padding collator for input_ids/labels, plus the [batch, sequence, K] teacher targets: from the rows
+    themselves, or read from the memory-mapped store (`store`, logit_store.py) for the rows of this batch only."""
 
     base: Any  # trl DataCollatorForLanguageModeling
+    store: Any = None  # logit_store.TargetStore
+
+    def _targets(self, example: dict[str, Any]) -> tuple[Any, Any, Any]:
+        import numpy as np
+
+        row = example.get(TARGET_ROW)
+        if row is not None and self.store is not None:
+            return self.store.targets(row) if row >= 0 else (None, None, None)
+        if not example.get(TOPK_IDS):
+            return None, None, None
+        rest = example.get(UNMATCHED) or None
+        return (np.asarray(example[TOPK_IDS], dtype=np.int64), np.asarray(example[TOPK_LOGPROBS], dtype=np.float32),
+                None if rest is None else np.asarray(rest, dtype=np.float32))
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         batch = self.base([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
         length = batch["input_ids"].shape[1]
-        width = max([len(r) for e in examples for r in e[TOPK_IDS]] or [1])
+        targets = [self._targets(e) for e in examples]
+        width = max([t[0].shape[1] for t in targets if t[0] is not None and t[0].size] or [1])
+        rest = max([t[2].shape[1] for t in targets if t[2] is not None] or [0])
         ids = torch.full((len(examples), length, width), -1, dtype=torch.long)
         logprobs = torch.zeros((len(examples), length, width), dtype=torch.float32)
-        for b, example in enumerate(examples):
-            rows = example[TOPK_IDS]
-            if not rows:
+        unmatched = torch.zeros((len(examples), length, rest), dtype=torch.float32) if rest else None
+        for b, (example, (row_ids, row_logprobs, row_rest)) in enumerate(zip(examples, targets)):
+            if row_ids is None or not row_ids.size:
                 continue
             offset = example["teacher_offset"]
-            n = min(len(rows), length - offset)
-            ids[b, offset:offset + n, :len(rows[0])] = torch.tensor(rows[:n], dtype=torch.long)
-            logprobs[b, offset:offset + n, :len(rows[0])] = torch.tensor(example[TOPK_LOGPROBS][:n])
+            n = max(0, min(len(row_ids), length - offset))
+            ids[b, offset:offset + n, :row_ids.shape[1]] = torch.from_numpy(row_ids[:n])
+            logprobs[b, offset:offset + n, :row_ids.shape[1]] = torch.from_numpy(row_logprobs[:n])
+            if unmatched is not None and row_rest is not None:  # across tokenizers: the mass left to ULD
+                unmatched[b, offset:offset + n, :row_rest.shape[1]] = torch.from_numpy(row_rest[:n])
         batch[TOPK_IDS], batch[TOPK_LOGPROBS] = ids, logprobs
+        if unmatched is not None:
+            batch[UNMATCHED] = unmatched
         return batch
