@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,9 @@ def label_reply(messages: list[dict]) -> str:
     return next(label for label, words in zip(LABELS, ("arrived", "exchange", "pin")) if words in text)
 
 
-def write_intents(folder: Path, student: Path, url: str, *, test_rows: list[dict], **sections) -> Path:
-    train = intent_rows(24)
+def write_intents(folder: Path, student: Path, url: str, *, test_rows: list[dict], n_train: int = 24,
+                  **sections) -> Path:
+    train = intent_rows(n_train)
     write_jsonl(folder / "train.jsonl", train)
     write_jsonl(folder / "validation.jsonl", intent_rows(3, 100))
     write_jsonl(folder / "test.jsonl", test_rows)
@@ -246,21 +248,25 @@ def folder_bytes(folder: Path) -> int:
 
 
 def test_a_teacher_answering_megabytes_to_max_tokens_8_is_rejected_too_long_and_not_stored(tmp_path, tiny_models):
+    from distilflow.workspace import JobPaths
+
     runaway = "card_arrival " + "and more " * 333_334  # 3 MB of words for a request of 8 tokens
     with OpenAIServer(ServerConfig(reply=lambda messages: runaway)) as server:
-        job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=intent_rows(3, 200))
+        job = write_intents(tmp_path, tiny_models["student"], server.url, test_rows=intent_rows(3, 200), n_train=9)
         result = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))
         asked = server.stats()["requests"]
-    assert asked == 27 and result.returncode != 0  # nothing left to train on: the stage says why
-    assert "every training answer was rejected (27 too_long)" in flat(result.stderr)
+    assert asked == 12 and result.returncode != 0  # nothing left to train on: the stage says why
+    assert "every training answer was rejected (12 too_long)" in flat(result.stderr)
     folder = tmp_path / "ws" / "jobs" / "intents"
     rejected = [json.loads(line) for line in (folder / "synthetic" / "rejected.jsonl").read_text().splitlines()]
-    assert len(rejected) == 27 and {r["reason"] for r in rejected} == {"too_long"}
+    assert len(rejected) == 12 and {r["reason"] for r in rejected} == {"too_long"}
     assert rejected[0]["answer"].startswith("card_arrival and more") and "3,000,019 characters" in rejected[0]["answer"]
-    assert folder_bytes(folder / "synthetic") < 100_000  # 27 answers of 3 MB would be 81 MB
+    assert folder_bytes(folder / "synthetic") < 50_000  # 12 answers of 3 MB would be 36 MB
     assert folder_bytes(folder / "cache") < 1_000_000
-    rerun = run_cli("generate", str(job), "--workspace", str(tmp_path / "ws"))  # the previews are cached: no re-pay
-    assert "too_long" in flat(rerun.stderr) and folder_bytes(folder / "cache") < 1_000_000
+    with sqlite3.connect(JobPaths(folder).teacher_cache) as db:  # what a re-run reads instead of asking again
+        stored = [json.loads(record) for (record,) in db.execute("SELECT record FROM answers")]
+    assert len(stored) == 12
+    assert all(r["finish_reasons"] == ["too_long"] and len(r["texts"][0]) < 1000 for r in stored)
 
 
 def test_answer_size_counts_tokens_with_a_margin_for_the_estimate():
