@@ -200,7 +200,9 @@ class GenerationSpec(_Section):
     answer_mode: AnswerMode = Field("generate", description="rank: the teacher picks the best-scoring label")
     few_shot_order: FewShotOrder = Field("shuffled", description="the few-shot block's order: shuffled (seeded), or "
                                          "round_robin (one shot per label in turn, labels in sorted order)")
-    calibration: Calibration = Field("none", description="answer_mode rank: how the teacher's label scores are "
+    # prior by measurement (bench/README.md, "Teacher labels"): the best teacher accuracy on every intent set
+    # measured, content_free not better than none on average.
+    calibration: Calibration = Field("prior", description="answer_mode rank: how the teacher's label scores are "
                                      "corrected for its label bias before use (none, content_free, prior)")
     verify: Literal["reference", "majority", "none"] = "reference"
     min_success_ratio: float = Field(0.9, ge=0, le=1)
