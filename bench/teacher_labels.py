@@ -137,14 +137,15 @@ def figures(run: dict[str, Any], calibration: str) -> dict[str, Any]:
 
 
 def table(runs: list[dict[str, Any]]) -> None:
-    print("| set | order | seed | calibration | accuracy | largest label (share) | distance | check |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| set | messages | order | seed | calibration | accuracy | largest label (share) | distance | check |")
+    print("|---|---|---|---|---|---|---|---|---|")
     summary: dict[tuple[str, str], list[float]] = {}
     for run in runs:
         for calibration in CALIBRATIONS:
             f = figures(run, calibration)
             summary.setdefault((run["order"], calibration), []).append(f["accuracy"])
-            print(f"| {run['set']} | {run['order']} | {run['seed']} | {calibration} | {f['accuracy']:.3f} | "
+            print(f"| {run['set']} | {len(run['references'])} | {run['order']} | {run['seed']} | {calibration} | "
+                  f"{f['accuracy']:.3f} | "
                   f"{f['top_label']} ({f['top_share']:.0%}) | {f['distance']:.2f} | "
                   f"{'fires' if f['biased'] else '-'} |")
     print("\n| order | calibration | mean accuracy | min | max | runs |")

@@ -14,7 +14,7 @@ import yaml
 from conftest import run_cli, write_jsonl
 from distilflow.errors import SpecError
 from distilflow.jobs.store import JobStore
-from distilflow.jobspec import parse_spec
+from distilflow.jobspec import GenerationSpec, parse_spec
 from distilflow.report.checks import warnings
 from distilflow.tasks import ClassificationTask
 from distilflow.teachers.calibration import (calibrate, content_free_offsets, label_distribution, labelled_shares,
@@ -152,17 +152,23 @@ def test_few_shot_order_is_a_setting(tmp_path):
 
 
 def test_new_settings_keep_finished_jobs_fingerprints(tmp_path):
-    """A spec that does not use the new settings hashes as it did before they existed; one that does, does not."""
+    """A spec that does not use the new settings hashes as it did before they existed (the values are those of the
+    code before them); one that does, does not. The default calibration acts on ranking teachers only."""
     from distilflow.pipeline.stages import stage_fingerprints
 
-    def fingerprint(**generation) -> str:
+    def fingerprint(mode: str = "rank", **generation) -> str:
         data = {"task_type": "classification", "labels": LABELS, "teacher": {"model": "m"}, "student": {"model": "s"},
-                "training_data": "train.jsonl", "generation": {"answer_mode": "rank", **generation}}
+                "training_data": "train.jsonl", "generation": {"answer_mode": mode, "few_shot": 6, **generation}}
         return stage_fingerprints(parse_spec(data, "job.yaml", tmp_path), {})["generate"]
 
-    old = fingerprint()
-    assert fingerprint(calibration="none", few_shot_order="shuffled") == old
-    assert fingerprint(calibration="content_free") != old and fingerprint(few_shot_order="round_robin") != old
+    before = {"rank": "79aec0befebfaf75", "generate": "9af8196c8fada041"}
+    assert fingerprint("generate") == before["generate"]  # a generating teacher: nothing to calibrate
+    assert fingerprint("generate", few_shot_order="shuffled") == before["generate"]
+    assert fingerprint(calibration="none", few_shot_order="shuffled") == before["rank"]
+    assert fingerprint(calibration="none") == before["rank"]
+    assert (fingerprint() == before["rank"]) == (GenerationSpec().calibration == "none")  # the default's choice
+    assert fingerprint(calibration="content_free") != before["rank"]
+    assert fingerprint(calibration="none", few_shot_order="round_robin") != before["rank"]
     assert fingerprint(calibration="prior") != fingerprint(calibration="content_free")
     spec = parse_spec({"task_type": "classification", "labels": LABELS, "teacher": {"model": "m"},
                        "student": {"model": "s"}, "training_data": "train.jsonl"}, "job.yaml", tmp_path)
