@@ -215,7 +215,7 @@ class GenerationSpec(_Section):
     few_shot_order: FewShotOrder = Field("shuffled", description="the few-shot block's order: shuffled (seeded), or "
                                          "round_robin (one shot per label in turn, labels in sorted order)")
     # prior by measurement (bench/README.md, "Teacher labels"): the best teacher accuracy on every intent set
-    # measured (mean 0.48 -> 0.63 over none); content_free less (0.55) and not in every run.
+    # measured (mean 0.46 -> 0.62 over none); content_free less (0.53) and not in every run.
     calibration: Calibration = Field("prior", description="answer_mode rank: how the teacher's label scores are "
                                      "corrected for its label bias before use (none, content_free, prior)")
     verify: Literal["reference", "majority", "none"] = "reference"

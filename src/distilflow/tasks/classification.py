@@ -24,7 +24,7 @@ LABEL_FIELDS = ("label", "category", "intent")  # Banking77 calls it category
 _SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
 # The label-bias check fires when the total variation distance between the teacher's label shares and the labelled
 # rows' is above this. Measured (bench/README.md, "Teacher labels"): teachers that spread their answers like the
-# data measured 0.12-0.28 (sampling noise alone is ~0.08 for ten labels at 250 answers); the biased ones (one label
+# data measured 0.10-0.28 (sampling noise alone is ~0.08 for ten labels at 250 answers); the biased ones (one label
 # for up to 69% of the answers, accuracy 0.46 and below) 0.34 and above.
 MAX_LABEL_DISTANCE = 0.3
 MIN_BALANCE_ANSWERS = 20  # fewer answers are too noisy to judge
