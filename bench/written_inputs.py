@@ -59,7 +59,7 @@ def run(kind: str, count: int, workspace: Path) -> dict:
     for label in MODELS:
         metrics = json.loads((root / "eval" / label / "metrics.json").read_text())
         interval = (metrics.get("intervals") or {}).get("accuracy") or {}
-        scores[label] = {"accuracy": metrics["accuracy"],
+        scores[label] = {"accuracy": metrics["task_metrics"]["accuracy"],
                          "interval": [interval["low"], interval["high"]] if "low" in interval else None}
     report = json.loads((root / "report.json").read_text())
     generate = _generate_metrics(workspace, f"bench-{kind}")
