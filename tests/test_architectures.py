@@ -50,6 +50,7 @@ def _logits_agree(folder: Path, gguf: Path, text: str) -> float:
 # slow tests (CI), which keeps the default suite's share of this file near 12 s.
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in ("llama", "mistral", "qwen2") else a
                                   for a in sorted(ARCHITECTURES)])
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_student_of_each_architecture_is_pruned_distilled_with_lora_evaluated_and_exported(tmp_path, tokenizer, arch):
     # The teacher is a 3-layer model of the architecture; the student its copy pruned to layers 0 and 2. (Its folder
     # names the exported model; llama-cpp-python 0.3.36 fails to load a phi3 file whose general.name holds "phi3" or

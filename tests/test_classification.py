@@ -136,6 +136,7 @@ def test_few_shot_turns_are_balanced_seeded_and_in_the_cache_key(tmp_path, tiny_
     assert all(a.key != b.key for a, b in zip(with_shots, without))
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_ranking_teacher_answers_with_labels_and_their_distribution(tmp_path, tiny_models):
     import torch
 
@@ -185,8 +186,9 @@ def test_context_distillation_teacher_reads_its_prefix(tmp_path, tiny_models):
         assert torch.allclose(hidden[row, :len(tokens)], whole, atol=1e-4)
 
 
-# kd (the teacher runs beside the student) is the slower of the two: it runs in CI with the slow tests.
-@pytest.mark.parametrize("method", ["sparse_kd", pytest.param("kd", marks=pytest.mark.slow)])
+# A whole job, tens of seconds each: both run in CI with the slow tests.
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sparse_kd", "kd"])
 def test_a_classification_job_runs_end_to_end(tmp_path, tiny_models, method):
     spec = spec_for(tmp_path, tiny_models, training={"method": method})
     job = tmp_path / "job.yaml"

@@ -15,6 +15,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_conversation_job_runs_end_to_end_and_resumes_as_no_op(tmp_path, tiny_models):
     spec = write_job(tmp_path / "spec", tiny_models, name="conv")
     ws = tmp_path / "ws"
@@ -55,6 +56,7 @@ def test_conversation_job_runs_end_to_end_and_resumes_as_no_op(tmp_path, tiny_mo
     assert "conv" in listed.stdout and "completed" in listed.stdout
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_nli_job_keeps_only_verified_teacher_answers(tmp_path, tiny_models):
     models = {**tiny_models, "teacher": tiny_models["nli_teacher"]}  # always answers "entailment"
     spec = write_job(tmp_path / "spec", models, task_type="nli", rows=nli_rows, n_train=9, n_val=3, n_test=3,

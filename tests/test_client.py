@@ -28,6 +28,7 @@ def make_job(tmp_path, tiny_models, name, n_train=6, **extra) -> DistillationJob
     )
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_create_or_update_returns_at_once_and_the_job_completes(tmp_path, tiny_models):
     client = Client(workspace=tmp_path / "ws")
     record = client.jobs.create_or_update(make_job(tmp_path, tiny_models, "api-job"))

@@ -139,6 +139,7 @@ def _context(spec_path: Path, workspace: Path) -> StageContext:
     return StageContext(spec, ws, ws.job(spec.name), None, prepare_inputs(spec))
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_job_with_an_api_teacher_evaluates_it_over_the_network_with_cost(endpoint, tiny_models, tmp_path):
     _, url = endpoint
     spec_path = write_job(tmp_path / "job", tiny_models, name="api-teacher", n_test=3,

@@ -18,6 +18,7 @@ def conversation_test(tmp_path) -> Path:
     return write_jsonl(tmp_path / "test.jsonl", conversation_rows(3, offset=10))
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_evaluate_model_cli_prints_bleu_latency_and_memory(tiny_models, conversation_test, tmp_path):
     workspace = tmp_path / "ws"
     result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "conversation", "--test-data",
@@ -38,6 +39,7 @@ def test_evaluate_model_cli_prints_bleu_latency_and_memory(tiny_models, conversa
     assert folder.is_relative_to(workspace / "evaluations")
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_evaluate_model_json_with_chosen_metrics_on_nli(tiny_models, tmp_path):
     test_file = write_jsonl(tmp_path / "nli.jsonl", nli_rows(3))
     result = run_cli("evaluate-model", str(tiny_models["student"]), "--task", "nli", "--test-data", str(test_file),
@@ -64,6 +66,7 @@ def test_evaluate_model_unknown_metric_is_one_clear_sentence(tiny_models, conver
     assert "error: evaluating no-such-model" in missing.stderr and "cannot load model" in missing.stderr
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_python_api_evaluate_and_compare(tiny_models, conversation_test, tmp_path):
     client = Client(workspace=tmp_path / "ws")
     result = client.models.evaluate(model_name=str(tiny_models["teacher"]), test_data=str(conversation_test),
@@ -85,6 +88,7 @@ def test_python_api_evaluate_and_compare(tiny_models, conversation_test, tmp_pat
     assert "<h2>Compared with teacher</h2>" in page and "<svg" in page and "agreement with teacher" in page
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_math_job_whose_teacher_is_never_right_stops_with_a_clear_reason(tiny_models, tmp_path):
     def math_rows(n: int, offset: int = 0):
         return [{"question": f"What is {i} times 1000 plus 777?", "answer": f"#### {i * 1000 + 777}"}
@@ -119,6 +123,7 @@ def test_evaluate_model_on_the_real_gguf_model(tmp_path):
     assert data["latency_mean_s"] > 0 and data["bleu"] >= 0
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_evaluate_model_on_a_classification_file_takes_its_labels_from_the_file(tiny_models, tmp_path):
     """No job, so no training labels: the test file's labels are the label set the answers are scored against."""
     labels = ["card_arrival", "activate_my_card", "change_pin"]

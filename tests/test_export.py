@@ -68,6 +68,7 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_hf_folder_loads_without_distilflow_and_its_card_carries_the_report(job, tmp_path):
     result = run_cli("export", NAME, "--format", "hf", "--out", str(tmp_path / "hf"),
                      "--workspace", str(job["root"] / "w"))
@@ -109,6 +110,7 @@ def test_gguf_q8_0_answers_the_test_prompts_and_f16_gives_the_distilled_answers(
             assert [a["message"]["content"] for a in answers] == job["answers"]
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_ollama_modelfile_names_the_gguf_beside_it_and_writes_the_prompt_the_student_was_trained_on(job):
     from transformers import AutoTokenizer
 
@@ -138,6 +140,7 @@ def test_ollama_modelfile_names_the_gguf_beside_it_and_writes_the_prompt_the_stu
     assert answers == job["answers"] and any(answers)
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_evaluate_model_scores_the_exported_gguf_in_process_and_through_llama_cpp_server(job):
     gguf = job["client"].models.export(NAME, format="gguf", quantize="f16")
     distilled = job["report"]["models"]["distilled"]

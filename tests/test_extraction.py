@@ -102,6 +102,7 @@ def half_invalid_teacher(messages: list[dict]) -> str:
     return f'Sure! {{"name": "{name}", "amount": {amount}, "currency": "{currency}"}}'
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_job_rejects_the_invalid_teacher_answers_with_their_reason_and_scores_the_rest(tiny_models, tmp_path):
     with OpenAIServer(ServerConfig(reply=half_invalid_teacher)) as server:
         spec = write_job(tmp_path, tiny_models, task_type="extraction", rows=rows, n_train=8, n_val=4, n_test=8,

@@ -46,6 +46,7 @@ def test_the_demo_script_runs_a_job_spec():
     assert _script_specs(), "scripts/demo.sh should run `distilflow run examples/....yaml`"
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 @pytest.mark.parametrize("spec_path", _script_specs(), ids=lambda p: p.name)
 def test_every_spec_a_script_runs_loads_and_passes_prepare(spec_path: Path):
     from distilflow.pipeline.stages import preflight

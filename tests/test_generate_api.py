@@ -69,6 +69,7 @@ def assert_rows_are_the_servers_answers(rows: list[dict], expected_ids: set[str]
         assert answer["content"] == answer_for(prompt_of(prompt)), row["id"]  # its own prompt's answer, byte for byte
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_generate_through_faults_keeps_every_answer_with_its_prompt(tmp_path):
     config = ServerConfig(latency=0.01, rate_429=0.1, rate_500=0.1, rate_drop=0.1, rate_malformed=0.05,
                           rate_truncate=0.05, retry_after=0.2, echo_auth_in_errors=True)
@@ -95,6 +96,7 @@ def test_generate_through_faults_keeps_every_answer_with_its_prompt(tmp_path):
     assert_key_nowhere(tmp_path / "ws")
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_kill_minus_9_then_resume_pays_at_most_max_concurrency_twice(tmp_path):
     concurrency = 8
     config = ServerConfig(latency=0.04, rate_429=0.05, rate_500=0.05, rate_drop=0.05, rate_truncate=0.03,
@@ -225,6 +227,7 @@ def test_top_logprobs_are_joined_to_synthetic_rows_by_teacher_key(tmp_path):
             assert all(len(r) == 3 for r in top.logprobs) and top.token_ids is None
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_cancel_then_resume_against_a_restarted_server_asks_only_for_the_rest(tmp_path):
     workspace = tmp_path / "ws"
     cache_path = job_dir(workspace) / "cache" / "teacher.sqlite"

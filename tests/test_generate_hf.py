@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_cli, write_job
 from distilflow.teachers.cache import TeacherCache
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_hf_teacher_stores_token_id_logprobs_and_resumes_from_its_cache(tmp_path, tiny_models):
     spec = write_job(tmp_path, tiny_models, n_train=4, n_val=1, name="hf-job",
                      generation={"max_tokens": 6, "top_logprobs": 4, "verify": "none", "deduplicate": False})

@@ -56,6 +56,7 @@ def stored_job(workspace: Path, name: str) -> tuple:
         return db.execute("SELECT spec, inputs_fingerprint FROM jobs WHERE name=?", (name,)).fetchone()
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_second_run_of_a_running_job_is_refused_and_changes_nothing(tmp_path, tiny_models):
     ws = tmp_path / "ws"
     with OpenAIServer(ServerConfig(latency=0.5)) as server:  # 30 answers, one at a time: 15 s of work
@@ -81,6 +82,7 @@ def test_a_second_run_of_a_running_job_is_refused_and_changes_nothing(tmp_path, 
         assert "temperature: 0.9" in (ws / "jobs" / "busy" / "spec.yaml").read_text()
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_cancel_right_after_submit_stops_the_job_for_good(tmp_path, tiny_models):
     client = Client(workspace=tmp_path / "ws")
     with OpenAIServer(ServerConfig(latency=0.2)) as server:
@@ -97,6 +99,7 @@ def test_cancel_right_after_submit_stops_the_job_for_good(tmp_path, tiny_models)
         assert client.jobs.run(spec_dict(spec)).status == "completed"
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_jobs_cancel_returns_when_the_process_is_gone(tmp_path, tiny_models):
     ws = tmp_path / "ws"
     # One request at a time (max_concurrency 1): 60 answers of 50 ms keep the job busy while it is cancelled, and
@@ -136,6 +139,7 @@ def spec_dict(path: Path) -> dict:
     ({"training": {"device": "gpu0"}}, "training.device"),
     ({"student": {"prune": [0, 1, 7]}}, "layer 7 does not exist"),
 ])
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_job_that_cannot_run_fails_before_any_teacher_request(tmp_path, tiny_models, change, message):
     with OpenAIServer(ServerConfig()) as server:
         spec = api_job(tmp_path / "job", tiny_models, server, "doomed", **change)

@@ -28,6 +28,7 @@ def trained_job(tmp_path_factory, tiny_models) -> tuple[Path, subprocess.Complet
     return folder / "ws", run_cli("run", str(spec), "--workspace", str(folder / "ws"))
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_job_without_test_data_completes_and_says_what_was_not_measured(trained_job):
     workspace, result = trained_job
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,6 +82,7 @@ def _wait_until_gone(pid: int, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_during_evaluation_leaves_no_worker_alive(trained_job, tiny_models, tmp_path):
     workspace, result = trained_job

@@ -103,6 +103,7 @@ def judged_run(job: dict, server: OpenAIServer, model: str, **judge) -> dict:
     return json.loads((job["root"] / "report.json").read_text())
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_judge_that_always_picks_the_first_answer_ties_everything_and_is_called_unreliable(job):
     with OpenAIServer(ServerConfig(reply=always_first)) as server:
         report = judged_run(job, server, "first-picker")

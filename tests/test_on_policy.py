@@ -100,6 +100,7 @@ def _run(job: Path, workspace: Path, stages=("generate", "train")):
     return next(s for s in record.stages if s.stage == "train")
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_on_policy_job_with_a_local_teacher_logs_the_step_time_split(tmp_path, tiny_models):
     job = write_job(tmp_path / "job", tiny_models, name="onp", training={
         "method": "on_policy", "on_policy_ratio": 0.5, "on_policy_warmup": 0.0, "divergence": "jsd", "jsd_beta": 0.5,

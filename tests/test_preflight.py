@@ -5,6 +5,8 @@ stage itself still refuses to start without its key, before any request."""
 from __future__ import annotations
 
 import os
+
+import pytest
 import subprocess
 import sys
 
@@ -21,6 +23,7 @@ def _run(*args: str, key: str | None) -> subprocess.CompletedProcess:
                           env=env)
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_report_and_train_of_a_finished_teacher_stage_need_no_teacher_key(tmp_path, tiny_models):
     with OpenAIServer(ServerConfig()) as server:
         teacher = {"backend": "openai", "model": "teacher-model", "base_url": server.url,

@@ -50,6 +50,7 @@ def last_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_closed_port_ends_the_stage_for_1000_rows_in_seconds(tmp_path, tiny_models):
     spec = api_job(tmp_path / "job", tiny_models, closed_port_url(), n_train=1000, max_concurrency=16)
     # Measured here: ~4 s in all (CLI start and prepare included); before the breaker, about half an hour. The
@@ -64,6 +65,7 @@ def test_a_closed_port_ends_the_stage_for_1000_rows_in_seconds(tmp_path, tiny_mo
     assert shown["status"] == "failed" and "failed 20 requests in a row" in shown["error"]
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_server_that_turns_to_400_ends_the_stage_and_keeps_the_answers_it_gave(tmp_path, tiny_models):
     workspace = tmp_path / "ws"
     config = ServerConfig(force_status=402, force_status_after=30, echo_auth_in_errors=True)

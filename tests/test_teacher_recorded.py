@@ -54,6 +54,7 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_recorded_answers_in_every_form_are_matched_to_their_prompts(tmp_path):
     spec = recorded_job(tmp_path, RECORDED, min_success_ratio=0.8)
     result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
@@ -69,6 +70,7 @@ def test_recorded_answers_in_every_form_are_matched_to_their_prompts(tmp_path):
     assert len(read(synthetic / "validation.jsonl")) == 2
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_unmatched_inputs_count_against_min_success_ratio(tmp_path):
     spec = recorded_job(tmp_path, RECORDED[:3])
     result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
@@ -76,6 +78,7 @@ def test_unmatched_inputs_count_against_min_success_ratio(tmp_path):
     assert "the teacher failed on 9 of 12 inputs" in result.stderr
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_broken_recording_names_file_and_line(tmp_path):
     spec = recorded_job(tmp_path, [RECORDED[0], {"messages": [user(1)]}])
     result = run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws"))
@@ -84,6 +87,7 @@ def test_a_broken_recording_names_file_and_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_editing_the_recording_gives_new_answers(tmp_path):
     spec = recorded_job(tmp_path, RECORDED, min_success_ratio=0.5)
     assert run_cli("generate", str(spec), "--workspace", str(tmp_path / "ws")).returncode == 0

@@ -74,6 +74,7 @@ def generate_metrics(workspace: Path) -> dict[str, Any]:
     return JobStore(workspace / "distilflow.db").get("team").stage("generate").metrics
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_vote_keeps_the_agreed_answer_and_rejects_rows_without_a_majority(tmp_path, tiny_models):
     small = ServerConfig(answers=server_answers(9, wrong=(2, 5)))
     big = ServerConfig(answers=server_answers(9, wrong=(5, 7)))
@@ -101,6 +102,7 @@ def test_vote_keeps_the_agreed_answer_and_rejects_rows_without_a_majority(tmp_pa
     assert metrics["teachers"]["small"]["kept_share"] == 1.0
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_best_of_cascade_asks_the_second_teacher_only_where_the_first_failed(tmp_path, tiny_models):
     cheap = ServerConfig(answers=server_answers(9, wrong=(3,)), fail_always=("(q5)", "(q7)"))
     strong = ServerConfig(answers=server_answers(9))

@@ -41,6 +41,7 @@ def _one_step(tmp_path, tiny_models, batch: int, accumulation: int, alpha: float
     return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 @pytest.mark.parametrize("alpha", [0.5])
 def test_accumulated_micro_batches_update_like_one_batch(tmp_path, tiny_models, alpha):
     import torch

@@ -49,6 +49,7 @@ def test_checkpoint_files_are_verified(tmp_path):
     assert complete_checkpoints(tmp_path) == [good]
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_models, caplog):
     spec = load_spec(write_job(tmp_path / "job", tiny_models, name="ckpt", n_train=8, n_val=0,
                                hyperparameters={"learning_rate": 1e-3, "batch_size": 2, "num_epochs": 1},

@@ -145,6 +145,7 @@ def test_pruned_copy_keeps_the_chosen_layers_and_generates(tiny_models):
     assert out.shape == (1, 7)
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 @pytest.mark.parametrize("merge", [True, False])
 def test_lora_trains_adapters_and_saves_merged_or_adapter(tmp_path, tiny_models, merge):
     import torch

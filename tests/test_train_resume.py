@@ -32,6 +32,7 @@ def _wait_for_checkpoint(checkpoints: Path, step: int, process, timeout: float =
     raise AssertionError(f"no checkpoint-{step} after {timeout} s")
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_kill_9_then_rerun_resumes_to_the_same_weights(tmp_path, tiny_models):
     import torch
 

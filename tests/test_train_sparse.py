@@ -116,6 +116,7 @@ def _rewrite_cache_as_strings(workspace, name, tokenizer, garble: bool = False) 
     cache.close()
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_sparse_kd_with_api_style_token_strings(tmp_path, tiny_models, tokenizer):
     from distilflow.pipeline.runner import run_job
     from distilflow.jobspec import load_spec

@@ -44,6 +44,7 @@ def study_trials(job: Path) -> list[Any]:
     return study.get_trials(deepcopy=False)
 
 
+@pytest.mark.slow  # tens of seconds: runs in CI (bash scripts/test.sh), not in -m "not slow"
 def test_tune_prunes_resumes_after_kill_and_writes_best_yaml(tmp_path, tiny_models):
     spec = tune_job(tmp_path, tiny_models)
     workspace = tmp_path / "ws"
