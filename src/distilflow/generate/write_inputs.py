@@ -38,14 +38,6 @@ from distilflow.teachers import TeacherRequest
 from distilflow.teachers.base import request_fingerprint
 from distilflow.teachers.cache import TeacherCache
 
-# The default of data.near_duplicate_threshold (the data checks' setting, one threshold for every near-duplicate
-# check of a job) for a spec from before that section existed; once it is in every spec, this falls away.
-NEAR_DUPLICATE_THRESHOLD = 0.8
-
-
-def near_duplicate_threshold(spec: JobSpec) -> float:
-    data = getattr(spec, "data", None)
-    return float(getattr(data, "near_duplicate_threshold", NEAR_DUPLICATE_THRESHOLD))
 WRITTEN_ID = "written-"
 # Writing rounds: the first asks for the count (with a margin); later ones for what is still missing, at the yield
 # the earlier rounds had. Measured with SmolLM2-135M (bench/written_inputs.py): a request asking for 8 inputs gave
@@ -143,7 +135,7 @@ def keyed(planned: Sequence[Planned], spec: JobSpec, prompt_format: str, split: 
 
 def given_index(ctx: StageContext, seeds: Sequence[Example]) -> NearDuplicateIndex:
     """Every given input (training, validation, test, the seed rows): what a written input must not come near."""
-    index = NearDuplicateIndex(near_duplicate_threshold(ctx.spec))
+    index = NearDuplicateIndex(ctx.spec.data.near_duplicate_threshold)  # one threshold per job
     seen: set[str] = set()
     for split, rows in [*ctx.inputs.examples.items(), ("seed", seeds)]:
         for example in rows:

@@ -64,7 +64,7 @@ def stage_fingerprints(spec: JobSpec, data_hashes: dict[str, str]) -> dict[str, 
                        *([data_hashes[PREPARED_KEY]] if PREPARED_KEY in data_hashes else []),
                        # written inputs: the section, its seed rows, and the test rows they are kept away from
                        *([d["inputs"], spec.inputs and spec.inputs.seeds and file_digest(spec.inputs.seeds),
-                          data_hashes.get("test")] if "inputs" in d else [])])
+                          data_hashes.get("test"), spec.data.near_duplicate_threshold] if "inputs" in d else [])])
     student = {k: v for k, v in d["student"].items() if k != "name"}  # a name only names the outputs
     train = digest([generate, student, d["hyperparameters"], d["training"]])
     evaluate = digest([train, d["evaluation"], data_hashes.get("test")])
