@@ -176,7 +176,9 @@ def test_new_settings_keep_finished_jobs_fingerprints(tmp_path):
     with pytest.raises(SpecError, match="generation.calibration corrects the label scores of one teacher ranking"):
         parse_spec({"task_type": "classification", "labels": LABELS, "teacher": {"model": "m"},
                     "student": {"model": "s"}, "training_data": "train.jsonl",
-                    "generation": {"calibration": "prior"}}, "job.yaml", tmp_path)
+                    "generation": {"calibration": "content_free"}}, "job.yaml", tmp_path)
+    # The default is in every stored spec (public_dict): read back, a generating job's spec is valid as it was.
+    assert parse_spec(spec.public_dict(), "job.yaml", tmp_path).label_calibration == "none"
 
 
 @pytest.mark.slow  # a tiny hf teacher in a CLI process: ~30 s on 2 shared cores

@@ -116,7 +116,9 @@ class JobSpec(_Section):
         if self.generation.answer_mode == "rank" and any(t.backend != "hf" for t in self.teacher_list()):
             raise ValueError("generation.answer_mode rank scores the labels with the teacher's own probabilities: it "
                              "needs a local teacher (teacher.backend: hf); use answer_mode: generate")
-        if self.generation.calibration != "none" and "calibration" in self.generation.model_fields_set and (
+        # The default is stored with every spec (public_dict), so only another value is an error where it cannot act.
+        default = type(self.generation).model_fields["calibration"].default
+        if self.generation.calibration not in ("none", default) and (
                 self.generation.answer_mode != "rank" or self.teachers):
             raise ValueError("generation.calibration corrects the label scores of one teacher ranking the labels "
                              "(generation.answer_mode: rank, one teacher:); remove it or set it to none")

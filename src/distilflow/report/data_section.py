@@ -82,11 +82,11 @@ def data_lines(data: dict[str, Any]) -> list[str]:
         done = {"drop": "they were dropped from training", "warn": "they were kept in training (data.overlap: warn)",
                 "fail": "the job stopped"}.get(overlap.get("action", ""), "")
         lines.append(f"Overlap: {count} overlapping training rows (near-duplicates of held-out rows: {splits}; "
-                     f"character 5-gram similarity >= {overlap.get('threshold')}); {done}.")
+                     f"character 5-gram similarity of at least {overlap.get('threshold')}); {done}.")
         lines += [f"  {e['training']} ~ {e['held_out']} ({e['similarity']}): {e['text']!r}"
                   for e in overlap.get("examples", [])]
     elif overlap:
-        lines.append(f"Overlap: no training row near-duplicates a validation or test row (similarity >= "
+        lines.append(f"Overlap: no training row near-duplicates a validation or test row (similarity of at least "
                      f"{overlap.get('threshold')}).")
     rejected = data.get("rejected_by_reason") or {}
     if rejected:
