@@ -237,7 +237,7 @@ def test_on_policy_with_a_served_teacher_of_another_tokenizer_aligns_its_scores_
     with HFCompletionsServer(str(teacher), accept_ids=False) as server:  # text only: it reads its own tokens
         job = write_job(tmp_path / "job", models, name="served-xtok", teacher={
             "backend": "openai", "model": "tiny", "base_url": server.url, "max_concurrency": 4, "max_retries": 3},
-            training={"method": "on_policy", "on_policy_ratio": 0.5, "student_max_tokens": 6,
+            training={"method": "on_policy", "on_policy_ratio": 0.5, "on_policy_warmup": 0.0, "student_max_tokens": 6,
                       "teacher_top_logprobs": 4, "logging_steps": 1, "max_steps": 2})
         train = _run(job, tmp_path / "w")
     metrics = train.metrics

@@ -39,6 +39,9 @@ class DistillationJob(BaseModel):
     training: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
     tune: dict[str, Any] | None = None  # what `jobs.tune` searches (ranges or choices per setting)
+    labels: list[str] | None = None  # classification: the label set (else taken from the training rows)
+    data: dict[str, Any] | None = None  # the data checks: overlap, near_duplicate_threshold, truncate
+    inputs: dict[str, Any] | None = None  # training inputs written by the teacher (docs/inputs.md)
     output_model_name: str | None = None  # registered name of the distilled student (default STUDENT-distilled)
 
     def to_spec(self, base_dir: str | Path = ".", catalog: WorkspaceConfig | None = None) -> JobSpec:
