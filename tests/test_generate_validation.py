@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import nli_rows, run_cli, write_job
-from distilflow.generate.synthetic import jaccard, shingles
+from distilflow.generate.synthetic import shingles
+from distilflow.metrics.near_duplicates import jaccard
 from openai_server import OpenAIServer, ServerConfig
 
 NO_MODELS = {"teacher": "unused", "student": "set by _real_student"}

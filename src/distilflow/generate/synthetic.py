@@ -15,6 +15,7 @@ from distilflow.errors import StageError
 from distilflow.generate.answer_size import TOO_LONG, answer_too_long, preview
 from distilflow.io import write_jsonl_atomic
 from distilflow.jobs.context import StageContext
+from distilflow.metrics.near_duplicates import jaccard
 from distilflow.tasks import Example, Task
 
 
@@ -46,10 +47,6 @@ def shingles(text: str, size: int = 3) -> frozenset[tuple[str, ...]]:
     if len(words) <= size:
         return frozenset([tuple(words)])
     return frozenset(tuple(words[i:i + size]) for i in range(len(words) - size + 1))
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def choose_samples(task: Task, texts: list[str], reference: Any, verify: str,

@@ -34,7 +34,8 @@ def shingles(text: str) -> frozenset[str]:
     return frozenset(norm[i:i + SHINGLE_CHARS] for i in range(len(norm) - SHINGLE_CHARS + 1))
 
 
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """|a & b| / |a | b| of two shingle sets (1.0 for two empty ones); the teacher stage's sample check uses it too."""
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)
@@ -42,7 +43,7 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 def similarity(a: str, b: str) -> float:
     """Exact Jaccard similarity of the two texts' character 5-gram shingles (1.0 for equal normalised texts)."""
-    return _jaccard(shingles(a), shingles(b))
+    return jaccard(shingles(a), shingles(b))
 
 
 class NearDuplicateIndex:
@@ -91,7 +92,7 @@ class NearDuplicateIndex:
         for key in self._lsh.query(self._minhash(grams)):
             if key in found:
                 continue
-            score = _jaccard(grams, self._shingles[key])
+            score = jaccard(grams, self._shingles[key])
             if score >= self.threshold:
                 scored.append((-score, key))
         return exact + [key for _, key in sorted(scored)]
