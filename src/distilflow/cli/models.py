@@ -100,6 +100,9 @@ def serve(
     quantize: Annotated[str, typer.Option("--quantize", help="GGUF type when the model must be converted first: "
                                           "f16 | q8_0 | q4_1 | q4_0")] = "f16",
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens (0: the model's own).")] = 0,
+    logprobs: Annotated[bool, typer.Option("--logprobs", help="Answer with log-probs (a teacher for sparse_kd or a "
+                                           "served on_policy teacher); keeps logits of every position in memory.")]
+    = False,
     workspace: WorkspaceOption = None, debug: DebugOption = False, config: ConfigOption = None,
 ) -> None:
     """Serve a student over the OpenAI protocol with llama.cpp's server; prints the base_url and model name to use."""
@@ -108,7 +111,7 @@ def serve(
         from distilflow.export.serve import serve as run_server
 
         status = run_server(client_for(workspace, config).workspace, model, host=host, port=port, quantize=quantize,
-                            n_ctx=n_ctx, announce=lambda line: typer.echo(line))
+                            n_ctx=n_ctx, logprobs=logprobs, announce=lambda line: typer.echo(line))
         if status not in (0, -15):
             raise DistilflowError(f"the llama.cpp server stopped with status {status}")
 

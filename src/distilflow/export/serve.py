@@ -84,14 +84,17 @@ def _wait_until_up(process: subprocess.Popen, base_url: str, timeout_s: float = 
 
 
 def serve(workspace: Workspace, model: str, *, host: str = "127.0.0.1", port: int = 8000, quantize: str = "f16",
-          n_ctx: int = 0, announce=print) -> int:
-    """Serve until interrupted (Ctrl+C or SIGTERM); announces the base_url and model name once it answers."""
+          n_ctx: int = 0, logprobs: bool = False, announce=print) -> int:
+    """Serve until interrupted (Ctrl+C or SIGTERM); announces the base_url and model name once it answers.
+    `logprobs`: llama-cpp-python answers with log-probs (and echoes prompt scores) only when it keeps the logits
+    of every position, which costs n_ctx x vocabulary floats; so it is asked for, not the default."""
     from distilflow.models.llamacpp import server_command
 
     served = resolve_served(workspace, model, quantize)
     base_url = f"http://{host}:{port}/v1"
     process = subprocess.Popen(server_command(served.gguf, host=host, port=port, alias=served.name, n_ctx=n_ctx,
-                                              extra=["--verbose", "false"]))
+                                              extra=["--verbose", "false",
+                                                     *(["--logits_all", "true"] if logprobs else [])]))
     previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         _wait_until_up(process, base_url)

@@ -18,7 +18,7 @@ from distilflow.errors import SpecError
 from distilflow.train import recipe
 from distilflow.train.compatibility import check_teacher_reads_student_tokens, other_tokenizer
 from distilflow.train.layer_map import check_layer_matching, matching_plan, uses_layer_matching
-from distilflow.train.teacher_prefix import teacher_prefix_ids
+from distilflow.train.teacher_prefix import teacher_prefix_ids, teacher_view
 
 if TYPE_CHECKING:
     from distilflow.jobs.context import StageContext
@@ -98,16 +98,14 @@ def _run_across_tokenizers(ctx: StageContext, rows: Any, model: Any, tokenizer: 
     from distilflow.train.logit_store import write_store
     from distilflow.train.sparse_targets import SparseStats, SparseTargetCollator, TargetSettings
 
-    if teacher_prefix_ids(ctx, tokenizer, rows.train[0]):
-        raise SpecError("training.method kd: a teacher prefix (context distillation) needs the teacher to read the "
-                        "student's tokens, but the teacher uses another tokenizer; use sft or a teacher of the "
-                        "student's family")
     teacher = recipe.load_local_teacher(ctx).to(recipe.training_device(ctx.spec))
     settings = TargetSettings(tokenizer, model.get_output_embeddings().weight.shape[0],
                               ctx.spec.training.max_seq_length, ctx.spec.student.prompt_format)
     stats, k = SparseStats(), ctx.spec.training.teacher_top_logprobs
-    train_rows = local_teacher_rows(teacher, teacher_tokenizer, settings, rows.train, k, stats)
-    validation_rows = local_teacher_rows(teacher, teacher_tokenizer, settings, rows.validation, k, stats)
+    view, teacher_format = teacher_view(ctx), ctx.spec.teacher.prompt_format
+    train_rows = local_teacher_rows(teacher, teacher_tokenizer, settings, rows.train, k, stats, view, teacher_format)
+    validation_rows = local_teacher_rows(teacher, teacher_tokenizer, settings, rows.validation, k, stats, view,
+                                         teacher_format)
     del teacher  # not needed while the student trains
     if is_main_process():
         a = stats.alignment

@@ -220,6 +220,7 @@ class SparseStats:
     reasons: Counter[str] = field(default_factory=Counter)  # why a row has no teacher targets -> rows
     aligned_rows: int = 0  # rows whose targets were aligned across tokenizers (alignment.py)
     alignment: AlignStats = field(default_factory=AlignStats)
+    shared_prompt_tokens: int = 0  # a local teacher of another tokenizer: the prompt all its rows share (few shots)
 
     @property
     def rows_without_targets(self) -> int:
@@ -230,7 +231,8 @@ class SparseStats:
         return {"rows_with_teacher_targets": self.rows - without, "rows_without_teacher_targets": without,
                 "rows_without_teacher_targets_by_reason": dict(self.reasons),
                 "unmappable_teacher_tokens": self.unmappable_tokens, "stored_teacher_tokens": self.stored_tokens,
-                **({"cross_tokenizer_rows": self.aligned_rows, **self.alignment.metrics()} if self.aligned_rows else {})}
+                **({"cross_tokenizer_rows": self.aligned_rows, **self.alignment.metrics()} if self.aligned_rows else {}),
+                **({"teacher_shared_prompt_tokens": self.shared_prompt_tokens} if self.shared_prompt_tokens else {})}
 
 
 @dataclass
