@@ -28,9 +28,10 @@ RESULTS = REPO / "bench" / "results"
 LABELS = ("teacher", "baseline", "distilled")
 
 
-def serve(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "distilflow", "serve", GGUF, "--port", str(port), "--n-ctx",
-                                "2048"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve(port: int, gguf: str = GGUF, *options: str) -> subprocess.Popen:
+    """`distilflow serve GGUF` on 127.0.0.1:PORT (`options`: more of its flags), once it answers."""
+    process = subprocess.Popen([sys.executable, "-m", "distilflow", "serve", gguf, "--port", str(port), "--n-ctx",
+                                "2048", *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:

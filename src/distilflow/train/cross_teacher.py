@@ -12,18 +12,22 @@ about 1,000 tokens) is read once and its key-value cache reused, as the teacher 
 
 from __future__ import annotations
 
-import copy
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from distilflow.models import render_chat, render_prompt
-from distilflow.models.prompts import COMPLETION_TURN_END, Message, PromptFormat, completion_answer
+from distilflow.models.prompts import (
+    COMPLETION_TURN_END,
+    Message,
+    PromptFormat,
+    completion_answer,
+)
+from distilflow.models.scoring import shared_prefix
 from distilflow.train.alignment import TeacherPosition, piece_bytes
 from distilflow.train.cross_targets import PieceSpeller, aligned_row
-from distilflow.train.distill_trainer import causal_lm, lm_head
+from distilflow.train.distill_trainer import causal_lm, last_hidden_state, lm_head
 from distilflow.train.losses import MAX_CHUNK_LOGITS
 from distilflow.train.sparse_targets import (
     SparseStats,
@@ -35,7 +39,7 @@ from distilflow.train.sparse_targets import (
 NO_TEACHER_SPELLING = "teacher_tokens_do_not_spell_the_answer"
 
 
-MIN_SHARED_PREFIX = 32  # tokens: below this, reading the shared prompt again costs less than copying its cache
+MIN_SHARED_PREFIX = 32  # tokens: below this, reading the shared prompt again costs about what its cache saves
 
 
 def teacher_texts(tokenizer: Any, messages: list[Message], prompt_format: PromptFormat) -> tuple[str, str]:
@@ -48,27 +52,25 @@ def teacher_texts(tokenizer: Any, messages: list[Message], prompt_format: Prompt
 
 
 class PrefixScorer:
-    """The teacher's top-k log-probs at given positions of a token sequence; the prefix every row shares is run
-    once and its key-value cache copied for each row (deep copies: a Gemma cache mixes sliding-window layers)."""
+    """The teacher's top-k log-probs at given positions of a token sequence; the prefix every row shares is read
+    once and its key-value cache reused for each row (models.scoring.PrefixCache, as the teacher stage does)."""
 
     def __init__(self, model: Any, shared: list[int]) -> None:
-        self.model, self.shared, self.cache = model, shared if len(shared) >= MIN_SHARED_PREFIX else [], None
+        from distilflow.models.scoring import PrefixCache
+
+        self.model, self.shared = model, shared if len(shared) >= MIN_SHARED_PREFIX else []
         self.device = next(model.parameters()).device
-        if self.shared:
-            with torch.no_grad():
-                out = causal_lm(model).base_model(input_ids=torch.tensor([self.shared], device=self.device),
-                                                  use_cache=True)
-            self.cache = out.past_key_values
+        self.cache = PrefixCache(causal_lm(model), self.shared) if self.shared else None
 
     def hidden(self, ids: list[int]) -> tuple[torch.Tensor, int]:
         """The backbone's output for `ids` (from the end of the shared prefix when it starts with it) and the
         index of its first position in `ids`."""
         n = len(self.shared)
-        skip = n if n and ids[:n] == self.shared and len(ids) > n else 0
-        kwargs = {"past_key_values": copy.deepcopy(self.cache), "use_cache": True} if skip else {}
+        suffix = torch.tensor([ids[n:]], device=self.device)
+        if self.cache is not None and ids[:n] == self.shared and len(ids) > n:
+            return self.cache.hidden_states(suffix, torch.ones_like(suffix))[0], n
         with torch.no_grad():
-            out = causal_lm(self.model).base_model(input_ids=torch.tensor([ids[skip:]], device=self.device), **kwargs)
-        return out.last_hidden_state[0], skip
+            return last_hidden_state(self.model, {"input_ids": torch.tensor([ids], device=self.device)})[0], 0
 
     def top_k(self, ids: list[int], positions: list[int], k: int) -> Iterator[tuple[int, float, list, list]]:
         """(position, log-prob of its own token, top-k log-probs, top-k ids) for each position: the head is
@@ -123,7 +125,7 @@ def local_teacher_rows(model: Any, teacher_tokenizer: Any, settings: TargetSetti
     speller, mapper, out = PieceSpeller(teacher_tokenizer), TokenMapper(settings.tokenizer), []
     views = [teacher_texts(teacher_tokenizer, teacher_view(row["messages"]), teacher_format) for row in rows]
     prompts = [teacher_tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt, _ in views]
-    shared = os.path.commonprefix(prompts) if len(prompts) > 1 else []
+    shared = shared_prefix(prompts) if len(prompts) > 1 else []
     scorer, stats.shared_prompt_tokens = PrefixScorer(model, shared), max(stats.shared_prompt_tokens, len(shared))
     for row, view in zip(rows, views):
         messages = row["messages"]
