@@ -169,17 +169,23 @@ def test_export_refuses_bad_requests_in_one_sentence_and_writes_nothing(job, tmp
     assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown export format 'onnx' (choose from hf, gguf, ollama)"
 
 
+def _announced(process) -> list[str]:
+    """`distilflow serve`'s lines up to the model name it announces once the server answers."""
+    lines = []
+    while not any(line.startswith("model:") for line in lines):
+        line = process.stdout.readline()
+        assert line, f"serve ended early: {''.join(lines)}"
+        lines.append(line)
+    return lines
+
+
 def test_serve_prints_base_url_and_model_and_answers_over_the_openai_protocol(job):
     import openai
 
     port = free_port()
     process = start_cli("serve", NAME, "--port", str(port), "--n-ctx", "256", "--workspace", str(job["root"] / "w"))
     try:
-        lines = []
-        while not any(line.startswith("model:") for line in lines):
-            line = process.stdout.readline()
-            assert line, f"serve ended early: {''.join(lines)}"
-            lines.append(line)
+        lines = _announced(process)
         assert f"base_url: http://127.0.0.1:{port}/v1\n" in lines and "model: student-distilled\n" in lines
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         answer = client.chat.completions.create(model="student-distilled", messages=job["prompts"][0], max_tokens=8,
@@ -192,3 +198,23 @@ def test_serve_prints_base_url_and_model_and_answers_over_the_openai_protocol(jo
         import urllib.request
 
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+
+
+def test_serve_with_logprobs_answers_with_each_tokens_top_alternatives(job):
+    import openai
+
+    port = free_port()
+    process = start_cli("serve", NAME, "--logprobs", "--port", str(port), "--n-ctx", "256", "--workspace",
+                        str(job["root"] / "w"))
+    try:
+        _announced(process)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        answer = client.completions.create(model="student-distilled", prompt="Hello there", max_tokens=4,
+                                           temperature=0.0, logprobs=3)
+        top = answer.choices[0].logprobs.top_logprobs
+        assert len(top) == len(answer.choices[0].logprobs.tokens) >= 1  # a teacher for sparse_kd needs these
+        # Up to 3 per token (the tiny tokenizer spells several tokens alike, and a dict keeps one of each spelling).
+        assert all(2 <= len(alternatives) <= 3 and all(v <= 0 for v in alternatives.values()) for alternatives in top)
+    finally:
+        process.terminate()
+        process.wait(30)
