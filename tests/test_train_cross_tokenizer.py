@@ -86,6 +86,29 @@ def test_api_word_pieces_in_a_real_cache_become_student_targets_whose_product_is
     assert stats.alignment.unmatched_pieces == 4 and stats.metrics()["unmatched_teacher_mass_share"] == pytest.approx(0.05, abs=1e-3)
 
 
+def test_a_served_completion_answer_ending_in_a_space_is_aligned_as_the_student_reads_it(tmp_path, tiny_models):
+    """llama.cpp returns " exchange_rate " for a completion prompt; the student reads "Label: exchange_rate"."""
+    import math
+
+    from distilflow.models import load_tokenizer
+    from distilflow.teachers.base import TeacherAnswer, TopLogprobs
+    from distilflow.teachers.cache import TeacherCache
+    from distilflow.train.sparse_targets import SparseStats, TargetSettings, teacher_target_rows
+
+    tokenizer = load_tokenizer(str(tiny_models["student"]), padding_side="right")
+    pieces = ["Zebras", " gallop", " "]  # the teacher's last token: the space before its stop
+    top = TopLogprobs(logprobs=[[math.log(0.9), math.log(0.05)]] * 3, tokens=[[p, p + "#1"] for p in pieces])
+    with TeacherCache(tmp_path / "teacher.sqlite") as cache:
+        cache.put_many([TeacherAnswer(key="k", texts=["Zebras gallop "], top_logprobs=[top])])
+        stats = SparseStats()
+        messages = [{"role": "user", "content": "Message: run\nLabel:"},
+                    {"role": "assistant", "content": "Zebras gallop "}]
+        teacher_target_rows(cache, [{"teacher_key": "k", "messages": messages}],
+                            TargetSettings(tokenizer, len(tokenizer), 256, "completion"), stats)
+    assert stats.rows_without_targets == 0, stats.reasons
+    assert stats.alignment.aligned_tokens == stats.alignment.student_tokens >= 2  # every answer token has a target
+
+
 def test_a_local_teachers_stored_ids_of_another_tokenizer_are_spelt_and_aligned(tmp_path, tiny_models):
     import math
 

@@ -58,6 +58,13 @@ def _pad(rows: list[list[Any]], width: int, fill: Any) -> list[list[Any]]:
     return [row + [fill] * (width - len(row)) for row in rows]
 
 
+def shown_answer(texts: tuple[str, str], answer: str) -> str:
+    """The answer as the student's rendering shows it after the prompt: completion format (and many chat templates)
+    strip it, and a served teacher's text often ends in a space or newline before its stop."""
+    prompt_text, full_text = texts
+    return answer if full_text.find(answer, len(os.path.commonprefix([prompt_text, full_text]))) >= 0 else answer.strip()
+
+
 def aligned_row(tokenizer: Any, texts: tuple[str, str], answer: str, teacher: list[TeacherPosition], max_length: int,
                 mapper: Callable[[str], int | None]) -> tuple[dict[str, Any], str, AlignStats]:
     """Tokenised row (labels on the answer and end of turn) with aligned targets on the answer's tokens; the reason

@@ -26,7 +26,7 @@ from distilflow.models.prompts import (
 )
 from distilflow.models.scoring import shared_prefix
 from distilflow.train.alignment import TeacherPosition, piece_bytes
-from distilflow.train.cross_targets import PieceSpeller, aligned_row
+from distilflow.train.cross_targets import PieceSpeller, aligned_row, shown_answer
 from distilflow.train.distill_trainer import causal_lm, last_hidden_state, lm_head
 from distilflow.train.losses import MAX_CHUNK_LOGITS
 from distilflow.train.sparse_targets import (
@@ -129,10 +129,11 @@ def local_teacher_rows(model: Any, teacher_tokenizer: Any, settings: TargetSetti
     scorer, stats.shared_prompt_tokens = PrefixScorer(model, shared), max(stats.shared_prompt_tokens, len(shared))
     for row, view in zip(rows, views):
         messages = row["messages"]
-        positions = teacher_positions(scorer, teacher_tokenizer, speller, view, messages[-1]["content"], k)
         texts = rendered_texts(settings.tokenizer, messages, settings.prompt_format)
-        training_row, reason, aligned = aligned_row(settings.tokenizer, texts, messages[-1]["content"],
-                                                    positions or [], settings.max_length, mapper)
+        answer = shown_answer(texts, messages[-1]["content"])
+        positions = teacher_positions(scorer, teacher_tokenizer, speller, view, answer, k)
+        training_row, reason, aligned = aligned_row(settings.tokenizer, texts, answer, positions or [],
+                                                    settings.max_length, mapper)
         stats.rows += 1
         stats.aligned_rows += 1
         stats.alignment.add(aligned)

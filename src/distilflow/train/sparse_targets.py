@@ -34,7 +34,7 @@ from distilflow.models import TopLogprobs, render_chat
 from distilflow.models.prompts import completion_answer, render_completion
 from distilflow.teachers.cache import TeacherCache
 from distilflow.train.alignment import AlignStats, TeacherPosition, recover_teacher_tokens
-from distilflow.train.cross_targets import PieceSpeller, aligned_row
+from distilflow.train.cross_targets import PieceSpeller, aligned_row, shown_answer
 from distilflow.train.distill_trainer import TARGET_ROW, TOPK_IDS, TOPK_LOGPROBS, UNMATCHED
 
 if TYPE_CHECKING:
@@ -305,7 +305,8 @@ def _cross_tokenizer_row(top: TopLogprobs, messages: list[dict[str, str]], setti
     """The row aligned across tokenizers (alignment.py), or None where the id path applies: a teacher of the
     student's tokenizer (every one of its tokens is a student token, and the answer re-tokenises to them or
     is spelt with them), or pieces that do not spell the answer (which the id path counts as unmappable)."""
-    answer = messages[-1]["content"]
+    texts = rendered_texts(settings.tokenizer, messages, settings.prompt_format)
+    answer = shown_answer(texts, messages[-1]["content"])
     positions = settings.teacher_positions(top, answer)
     if positions is None and settings.teacher_tokenizer is not None:  # its ids are not the student's: no id path
         row, _ = build_row(settings.tokenizer, messages, None, None, settings.max_length, settings.prompt_format)
@@ -316,7 +317,6 @@ def _cross_tokenizer_row(top: TopLogprobs, messages: list[dict[str, str]], setti
         ids, logprobs, _, _ = stored_targets(top, mapper, settings.vocab_size)
         if not build_row(settings.tokenizer, messages, ids, logprobs, settings.max_length, settings.prompt_format)[1]:
             return None, ""
-    texts = rendered_texts(settings.tokenizer, messages, settings.prompt_format)
     row, reason, aligned = aligned_row(settings.tokenizer, texts, answer, positions, settings.max_length, mapper)
     stats.aligned_rows += 1
     stats.alignment.add(aligned)
