@@ -45,6 +45,20 @@ def main(source: Path) -> None:
             for row in rows:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
         print(f"support_{name}.jsonl: {len(rows)} rows")
+    write_subsets(splits)
+
+
+def write_subsets(splits: dict[str, list[dict]]) -> None:
+    """The smaller files of examples/xtok-gemma-smollm2.yaml (a served teacher with log-probs is slow on a CPU):
+    every labelled training row and the first 100 unlabelled ones, in file order; the first 40 validation rows."""
+    unlabelled = [row for row in splits["train"] if "label" not in row][:100]
+    subsets = {"train_200": [row for row in splits["train"] if "label" in row or row in unlabelled],
+               "validation_40": splits["validation"][:40]}
+    for name, rows in subsets.items():
+        with (HERE / f"support_{name}.jsonl").open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(f"support_{name}.jsonl: {len(rows)} rows")
 
 
 if __name__ == "__main__":
