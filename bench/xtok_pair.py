@@ -83,13 +83,16 @@ def run(spec: dict[str, Any], workspace: Path) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-m", "distilflow", "run", str(path), "--workspace", str(workspace)])
     if result.returncode != 0:
         sys.exit(f"{spec['name']} failed (exit status {result.returncode})")
-    report = json.loads((workspace / "jobs" / spec["name"] / "report.json").read_text())
-    train = (workspace / "jobs" / spec["name"] / "train" / "metrics.json")
-    metrics = json.loads(train.read_text()) if train.exists() else {}
-    return {"seconds": round(time.monotonic() - started, 1),
-            "accuracy": {label: report["models"][label]["intervals"]["accuracy"] for label in report["labels"]},
-            "alignment": {k: metrics[k] for k in ALIGNMENT_KEYS if k in metrics},
-            "train_seconds": metrics.get("train_runtime")}
+    return {"seconds": round(time.monotonic() - started, 1), **figures(workspace / "jobs" / spec["name"])}
+
+
+def figures(job: Path) -> dict[str, Any]:
+    """A finished job's held-out accuracy per model (with its interval) and alignment counts, from report.json."""
+    report = json.loads((job / "report.json").read_text())
+    train = report.get("training") or {}
+    return {"accuracy": {label: report["models"][label]["intervals"]["accuracy"] for label in report["labels"]},
+            "alignment": {k: train[k] for k in ALIGNMENT_KEYS if k in train},
+            "train_seconds": train.get("train_runtime")}
 
 
 def pct(interval: dict[str, float]) -> str:
@@ -118,7 +121,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--workspace", type=Path, default=RESULTS / "xtok-pair-runs")
     parser.add_argument("--port", type=int, default=8077)
+    parser.add_argument("--from-reports", action="store_true",
+                        help="print the table of the jobs already in --workspace (job time: not known)")
     args = parser.parse_args()
+    if args.from_reports:
+        names = [(m, seed) for seed in args.seeds for m in args.methods]
+        print(table([{"method": m, "seed": seed, "seconds": float("nan"), **figures(args.workspace / "jobs" /
+                     f"xtok-{m}-seed{seed}")} for m, seed in names
+                     if (args.workspace / "jobs" / f"xtok-{m}-seed{seed}" / "report.json").exists()]))
+        return
     gguf = gemma_gguf(args.workspace / "models")
     server = serve(args.port, str(gguf), "--logprobs")
     results = []
