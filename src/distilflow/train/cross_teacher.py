@@ -24,7 +24,7 @@ from distilflow.models.prompts import (
     PromptFormat,
     completion_answer,
 )
-from distilflow.models.scoring import shared_prefix
+from distilflow.models.scoring import PrefixCache, shared_prefix
 from distilflow.train.alignment import TeacherPosition, piece_bytes
 from distilflow.train.cross_targets import PieceSpeller, aligned_row, shown_answer
 from distilflow.train.distill_trainer import causal_lm, last_hidden_state, lm_head
@@ -37,8 +37,6 @@ from distilflow.train.sparse_targets import (
 )
 
 NO_TEACHER_SPELLING = "teacher_tokens_do_not_spell_the_answer"
-
-
 MIN_SHARED_PREFIX = 32  # tokens: below this, reading the shared prompt again costs about what its cache saves
 
 
@@ -56,8 +54,6 @@ class PrefixScorer:
     once and its key-value cache reused for each row (models.scoring.PrefixCache, as the teacher stage does)."""
 
     def __init__(self, model: Any, shared: list[int]) -> None:
-        from distilflow.models.scoring import PrefixCache
-
         self.model, self.shared = model, shared if len(shared) >= MIN_SHARED_PREFIX else []
         self.device = next(model.parameters()).device
         self.cache = PrefixCache(causal_lm(model), self.shared) if self.shared else None
