@@ -115,7 +115,8 @@ def table(results: list[dict[str, Any]]) -> str:
         pieces = a.get("cross_tokenizer_teacher_pieces", 0)
         unmatched = f"{a['unmatched_teacher_pieces'] / pieces:.1%}" if pieces else "-"
         lines.append(f"| {r['method']} | {r['seed']} | {pct(acc.get('teacher'))} | {pct(acc['baseline'])} | "
-                     f"{pct(acc['distilled'])} | {aligned} | {unmatched} | {r['seconds'] / 60:.1f} |")
+                     f"{pct(acc['distilled'])} | {aligned} | {unmatched} | "
+                     f"{'-' if r['seconds'] is None else round(r['seconds'] / 60, 1)} |")
     return "\n".join(lines)
 
 
@@ -130,11 +131,13 @@ def main() -> None:
     parser.add_argument("--from-reports", action="store_true",
                         help="print the table of the jobs already in --workspace (job time: not known)")
     args = parser.parse_args()
-    if args.from_reports:
+    if args.from_reports:  # also rewrites the results file from every finished job
         names = [(m, seed) for seed in args.seeds for m in args.methods]
-        print(table([{"method": m, "seed": seed, "seconds": float("nan"), **figures(args.workspace / "jobs" /
-                     f"xtok-{m}-seed{seed}")} for m, seed in names
-                     if (args.workspace / "jobs" / f"xtok-{m}-seed{seed}" / "report.json").exists()]))
+        results = [{"method": m, "seed": seed, "seconds": None, **figures(args.workspace / "jobs" /
+                    f"xtok-{m}-seed{seed}")} for m, seed in names
+                   if (args.workspace / "jobs" / f"xtok-{m}-seed{seed}" / "report.json").exists()]
+        (RESULTS / "xtok-pair.json").write_text(json.dumps(results, indent=1))
+        print(table(results))
         return
     gguf = gemma_gguf(args.workspace / "models")
     server = serve(args.port, str(gguf), "--logprobs")
